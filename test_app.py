@@ -1,0 +1,351 @@
+"""Tests that start the chat on a free loopback port and talk to it as clients do."""
+import base64
+import json
+import os
+import socket
+import struct
+import threading
+import time
+import urllib.request
+
+import pytest
+import simple_websocket
+from werkzeug.serving import make_server
+
+import app as chat
+
+TIMEOUT = 5  # seconds any single wait may take before the test fails
+
+
+@pytest.fixture
+def server(monkeypatch, caplog):
+    """Serve the app with Werkzeug's threaded server, as `flask run` does."""
+    chat.history.clear()
+    errors = []
+    monkeypatch.setattr("threading.excepthook", errors.append)
+    httpd = make_server("127.0.0.1", 0, chat.app, threaded=True)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"127.0.0.1:{httpd.server_port}"
+    httpd.shutdown()
+    wait_until(lambda: not chat.clients)  # every test's clients leave...
+    # ...and no thread of the server died of an exception or logged an error.
+    assert errors == []
+    assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == []
+
+
+def wait_until(condition, timeout=TIMEOUT):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting for the server")
+        time.sleep(0.01)
+
+
+def connect(server):
+    """Connect, and wait until the server has registered us."""
+    before = len(chat.clients)
+    ws = simple_websocket.Client.connect(f"ws://{server}/ws")
+    wait_until(lambda: len(chat.clients) > before)
+    return ws
+
+
+def receive(ws):
+    frame = ws.receive(timeout=TIMEOUT)
+    assert frame is not None, "no frame arrived in time"
+    return json.loads(frame)
+
+
+def assert_nothing_arrives(ws, wait=0.3):
+    assert ws.receive(timeout=wait) is None
+
+
+def say(ws, message, name="Ada"):
+    ws.send(json.dumps({"name": name, "message": message}))
+
+
+@pytest.fixture
+def clients(server):
+    """Two connected clients, closed at the end."""
+    opened = [connect(server) for _ in range(2)]
+    wait_until(lambda: len(chat.clients) == 2)
+    yield opened
+    for ws in opened:
+        close(ws)
+
+
+def close(ws):
+    try:
+        ws.close()
+    except simple_websocket.ConnectionClosed:
+        pass  # the server closed it already
+
+
+def test_index_serves_the_page(server):
+    with urllib.request.urlopen(f"http://{server}/", timeout=TIMEOUT) as response:
+        page = response.read().decode()
+    for element in ('id="name"', 'id="message"', 'id="messages"', 'id="status"'):
+        assert element in page
+
+
+def test_every_client_receives_the_trimmed_message(clients):
+    ada, bob = clients
+    ada.send(json.dumps({"name": "  Ada ", "message": "  hello  "}))
+    assert receive(ada) == {"name": "Ada", "message": "hello"}
+    assert receive(bob) == {"name": "Ada", "message": "hello"}
+
+
+@pytest.mark.parametrize("payload", [{}, {"name": ""}, {"name": "   "}, {"name": None}])
+def test_a_missing_or_empty_name_becomes_anonymous(clients, payload):
+    ada, bob = clients
+    ada.send(json.dumps({**payload, "message": "hi"}))
+    assert receive(bob) == {"name": "anonymous", "message": "hi"}
+
+
+@pytest.mark.parametrize("frame, words", [
+    ("hello", "not valid JSON"),
+    ("[" * 50_000, "not valid JSON"),
+    ('["hello"]', "not a JSON object"),
+    ("null", "not a JSON object"),
+    ('{"name": "Ada"}', '"message" must be a string'),
+    ('{"message": 42}', '"message" must be a string'),
+    ('{"message": "hi", "name": 7}', '"name" must be a string'),
+    ('{"message": ""}', "1 to 1000 characters"),
+    ('{"message": "   \\n "}', "1 to 1000 characters"),
+    (json.dumps({"message": "x" * 1001}), "1 to 1000 characters"),
+    (json.dumps({"message": "hi", "name": "n" * 33}), "at most 32 characters"),
+    ('{"message": "\\ud800"}', "invalid characters"),
+    (b"\x00\x01binary", "binary"),
+    ("x" * chat.MAX_FRAME_CHARS, "not valid JSON"),
+])
+def test_bad_input_gets_an_error_and_nothing_else_happens(clients, frame, words):
+    ada, bob = clients
+    ada.send(frame)
+    reply = receive(ada)
+    assert list(reply) == ["error"] and words in reply["error"]
+    assert_nothing_arrives(bob)
+    say(ada, "still here")  # the connection stays open and usable
+    assert receive(bob)["message"] == "still here"
+
+
+def test_limits_are_inclusive(clients):
+    ada, bob = clients
+    say(ada, "m" * 1000, name="n" * 32)
+    assert receive(bob) == {"name": "n" * 32, "message": "m" * 1000}
+
+
+def test_a_frame_over_64_kib_closes_with_1009(clients):
+    ada, bob = clients
+    ada.send("x" * (chat.MAX_FRAME_CHARS + 1))
+    with pytest.raises(simple_websocket.ConnectionClosed):
+        ada.receive(timeout=TIMEOUT)
+    assert ada.close_reason == 1009
+    wait_until(lambda: len(chat.clients) == 1)
+    say(bob, "others carry on")
+    assert receive(bob)["message"] == "others carry on"
+
+
+def test_a_newcomer_gets_the_last_ten_messages_oldest_first(clients):
+    ada, _ = clients
+    for n in range(12):
+        say(ada, f"message {n}")
+    for n in range(12):
+        assert receive(ada)["message"] == f"message {n}"
+    carol = simple_websocket.Client.connect(f"ws://{chat_address(ada)}/ws")
+    history = [receive(carol)["message"] for _ in range(10)]
+    assert history == [f"message {n}" for n in range(2, 12)]
+    assert_nothing_arrives(carol)
+    carol.close()
+
+
+def chat_address(ws):
+    return f"{ws.host}:{ws.port}"
+
+
+def send_numbered(server, sender, count, name):
+    ws = simple_websocket.Client.connect(f"ws://{server}/ws")
+    for n in range(count):
+        say(ws, f"{name} {n}", name=name)
+        time.sleep(0.005)
+    ws.close()
+
+
+def receive_until(ws, last_message):
+    received = []
+    while not received or received[-1] != last_message:
+        received.append(receive(ws)["message"])
+    return received
+
+
+def test_concurrent_senders_are_seen_in_one_order_by_everyone(server):
+    watchers = [connect(server) for _ in range(3)]
+    senders = [threading.Thread(target=send_numbered, args=(server, i, 15, f"s{i}"))
+               for i in range(5)]
+    for thread in senders:
+        thread.start()
+    for thread in senders:
+        thread.join(TIMEOUT)
+    say(watchers[0], "end")
+    seen = [receive_until(ws, "end") for ws in watchers]
+    assert len(seen[0]) == 5 * 15 + 1
+    assert seen[0] == seen[1] == seen[2]
+    for i in range(5):  # and each sender's messages stay in the order it sent them
+        mine = [m for m in seen[0] if m.startswith(f"s{i} ")]
+        assert mine == [f"s{i} {n}" for n in range(15)]
+    for ws in watchers:
+        ws.close()
+
+
+def test_newcomers_during_a_burst_get_no_gap_and_no_duplicate(server):
+    watcher = connect(server)
+    senders = [threading.Thread(target=send_numbered, args=(server, i, 20, f"s{i}"))
+               for i in range(4)]
+    for thread in senders:
+        thread.start()
+    newcomers = []
+    for _ in range(6):
+        time.sleep(0.02)
+        newcomers.append(simple_websocket.Client.connect(f"ws://{server}/ws"))
+    for thread in senders:
+        thread.join(TIMEOUT)
+    say(watcher, "end")
+    everything = receive_until(watcher, "end")
+    assert len(everything) == 4 * 20 + 1
+    for ws in newcomers:
+        seen = receive_until(ws, "end")
+        start = everything.index(seen[0])
+        assert seen == everything[start:], "a gap, a duplicate or another order"
+        assert len(seen) >= min(10, len(everything))
+        ws.close()
+    watcher.close()
+
+
+def test_the_rate_limit_refuses_a_flood_and_keeps_the_sender(clients):
+    ada, bob = clients
+    for n in range(chat.RATE_BURST + 5):
+        say(ada, f"flood {n}")
+    replies = [receive(ada) for _ in range(chat.RATE_BURST + 5)]
+    accepted = [r for r in replies if "message" in r]
+    refused = [r for r in replies if "error" in r]
+    assert len(accepted) == chat.RATE_BURST
+    assert len(refused) == 5 and "too fast" in refused[0]["error"]
+    assert [receive(bob)["message"] for _ in range(chat.RATE_BURST)] == [
+        f"flood {n}" for n in range(chat.RATE_BURST)]
+    assert_nothing_arrives(bob)
+    time.sleep(1 / chat.RATE_PER_SECOND)  # one message's worth of allowance comes back
+    say(ada, "later")
+    assert receive(bob)["message"] == "later"
+
+
+def raw_handshake(server, origin=None, receive_buffer=None):
+    """A websocket client that does nothing more than the handshake."""
+    host, port = server.split(":")
+    s = socket.socket()
+    if receive_buffer:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    s.settimeout(TIMEOUT)
+    s.connect((host, int(port)))
+    key = base64.b64encode(os.urandom(16)).decode()
+    request = (f"GET /ws HTTP/1.1\r\nHost: {server}\r\nUpgrade: websocket\r\n"
+               f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+               "Sec-WebSocket-Version: 13\r\n")
+    if origin:
+        request += f"Origin: {origin}\r\n"
+    s.sendall((request + "\r\n").encode())
+    response = b""
+    while b"\r\n\r\n" not in response:
+        chunk = s.recv(1)
+        if not chunk:
+            break
+        response += chunk
+    return s, response.split(b"\r\n")[0].decode()
+
+
+@pytest.mark.parametrize("origin, status", [
+    ("http://evil.example", "403"),
+    ("http://127.0.0.1:1", "403"),  # same host, other port: another origin
+    ("null", "403"),
+    (None, "101"),
+    ("same", "101"),
+])
+def test_handshakes_from_other_sites_are_refused(server, origin, status):
+    s, status_line = raw_handshake(server, f"http://{server}" if origin == "same" else origin)
+    assert status_line.split()[1] == status
+    s.close()
+
+
+def reset(s):
+    """Close a socket with a TCP reset instead of a goodbye."""
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()
+
+
+def test_abrupt_resets_mid_broadcast_disturb_nobody(server):
+    ada, bob = connect(server), connect(server)
+    vanishing = [raw_handshake(server)[0] for _ in range(10)]
+    wait_until(lambda: len(chat.clients) == 12)
+    for n in range(chat.RATE_BURST):
+        say(ada, f"burst {n}")
+        if n < len(vanishing):
+            reset(vanishing[n])
+    assert receive_until(bob, f"burst {chat.RATE_BURST - 1}") == [
+        f"burst {n}" for n in range(chat.RATE_BURST)]
+    wait_until(lambda: len(chat.clients) == 2)
+    ada.close()
+    bob.close()
+
+
+def test_a_reader_that_stalls_is_dropped_and_delays_no_one(server, monkeypatch):
+    monkeypatch.setattr(chat, "SEND_TIMEOUT", 1)
+    monkeypatch.setattr(chat, "RATE_BURST", 1000)
+    stalled, _ = raw_handshake(server, receive_buffer=4096)  # and it never reads
+    ada, bob = connect(server), connect(server)
+    wait_until(lambda: len(chat.clients) == 3)
+    # Random letters do not compress: enough of them fill every buffer on the way.
+    count = 3 * chat.SEND_BUFFER // 1000
+    for n in range(count):
+        say(ada, f"{n} " + base64.b64encode(os.urandom(740)).decode())
+    for n in range(count):
+        assert receive(bob)["message"].startswith(f"{n} ")
+    wait_until(lambda: len(chat.clients) == 2)  # the stalled one was cut off
+    ada.close()
+    bob.close()
+    stalled.close()
+
+
+def test_a_client_too_far_behind_is_dropped_at_once(server, monkeypatch):
+    monkeypatch.setattr(chat, "OUTBOX_LIMIT", 50)
+    monkeypatch.setattr(chat, "SEND_TIMEOUT", 60)
+    monkeypatch.setattr(chat, "RATE_BURST", 1000)
+    stalled, _ = raw_handshake(server, receive_buffer=4096)
+    ada = connect(server)
+    wait_until(lambda: len(chat.clients) == 2)
+    for n in range(3 * chat.SEND_BUFFER // 1000 + chat.OUTBOX_LIMIT):
+        say(ada, f"{n} " + base64.b64encode(os.urandom(740)).decode())
+        time.sleep(0.001)  # our own writer keeps up; the stalled one cannot
+    wait_until(lambda: len(chat.clients) == 1)
+    ada.close()
+    stalled.close()
+
+
+def test_a_peer_that_vanishes_silently_is_removed_by_ping(server, monkeypatch):
+    options = {**chat.app.config["SOCK_SERVER_OPTIONS"], "ping_interval": 0.2}
+    monkeypatch.setitem(chat.app.config, "SOCK_SERVER_OPTIONS", options)
+    silent, _ = raw_handshake(server)  # never answers a ping
+    wait_until(lambda: len(chat.clients) == 1)
+    wait_until(lambda: len(chat.clients) == 0)
+    silent.close()
+
+
+def test_joins_and_leaves_are_logged_with_the_count(server, caplog):
+    caplog.set_level("INFO", logger=chat.app.logger.name)
+    ada = connect(server)
+    bob = simple_websocket.Client.connect(f"ws://{server}/ws")
+    wait_until(lambda: len(chat.clients) == 2)
+    bob.close()
+    wait_until(lambda: len(chat.clients) == 1)
+    ada.close()
+    wait_until(lambda: len(chat.clients) == 0)
+    lines = [r.getMessage() for r in caplog.records if r.name == chat.app.logger.name]
+    assert lines == ["127.0.0.1 joined, 1 connected", "127.0.0.1 joined, 2 connected",
+                     "127.0.0.1 left, 1 connected", "127.0.0.1 left, 0 connected"]
