@@ -1,8 +1,6 @@
-"""A multi-user chat over websockets, in one Flask file.
+"""A multi-user chat: every message sent to /ws goes to everyone connected.
 
-Every page that opens connects to /ws. The server keeps the set of open
-connections, gives each newcomer the last few messages, and rebroadcasts every
-message it receives to everyone. Start it with `flask run`.
+Start it with `flask run`, then open http://127.0.0.1:5000 in two windows.
 """
 import collections
 import json
@@ -169,7 +167,10 @@ def parse_message(frame):
 
 
 def broadcast(message):
-    frame = json.dumps(message, ensure_ascii=False)
+    deliver(json.dumps(message, ensure_ascii=False))
+
+
+def deliver(frame):
     with clients_lock:  # one lock, so every client gets the frames in one order
         history.append(frame)
         for ws, outbox in clients.items():
