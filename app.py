@@ -48,15 +48,6 @@ def index():
     return send_file("chat.html")
 
 
-@app.before_request
-def refuse_other_sites():
-    """Another site's page must not open our socket with our users' cookies."""
-    origin = request.headers.get("Origin")
-    if request.path == "/ws" and origin is not None:
-        if urlsplit(origin).netloc.lower() != request.host.lower():
-            abort(403)
-
-
 @sock.route("/ws")
 def chat(ws):
     tune_socket(ws.sock)
@@ -70,18 +61,6 @@ def chat(ws):
         leave(ws)
         outbox.put(None)
         writer.join()  # flask-sock sends its close frame after we return
-
-
-def tune_socket(sock):
-    # Chat frames are tiny: send each now, not after the peer's delayed ACK.
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
-    # Without this, send() to a peer that stopped reading blocks forever.
-    if sys.platform == "win32":
-        timeout = SEND_TIMEOUT * 1000  # milliseconds
-    else:
-        timeout = struct.pack("ll", SEND_TIMEOUT, 0)  # struct timeval
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeout)
 
 
 def join(ws):
@@ -100,22 +79,6 @@ def leave(ws):
         del clients[ws]
         count = len(clients)
     app.logger.info("%s left, %d connected", request.remote_addr, count)
-
-
-def write_frames(ws, outbox):
-    try:
-        for frame in iter(outbox.get, None):
-            ws.send(frame)
-    except (ConnectionClosed, OSError):  # gone, or SEND_TIMEOUT passed
-        hang_up(ws)
-
-
-def hang_up(ws):
-    """Cut the connection at the socket: it wakes every thread blocked on it."""
-    try:
-        ws.sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass  # already closed
 
 
 def receive_messages(ws, outbox):
@@ -145,7 +108,7 @@ def parse_message(frame):
     example = 'Send JSON like {"name": "Ada", "message": "hello"}.'
     try:
         data = json.loads(frame)
-    except (ValueError, RecursionError):
+    except (ValueError, RecursionError):  # "[[[[..." nests too deep to parse
         raise ValueError(f"That is not valid JSON. {example}") from None
     if not isinstance(data, dict):
         raise ValueError(f"That is not a JSON object. {example}")
@@ -159,7 +122,7 @@ def parse_message(frame):
         raise ValueError(f'"message" must be 1 to {MAX_MESSAGE_CHARS} characters.')
     if len(name) > MAX_NAME_CHARS:
         raise ValueError(f'"name" must be at most {MAX_NAME_CHARS} characters.')
-    try:  # a lone surrogate from "\ud800" cannot be sent on to anyone
+    try:  # a lone surrogate such as "\ud800" would break every client's writer
         (name + message).encode("utf-8")
     except UnicodeEncodeError:
         raise ValueError("That text contains invalid characters.") from None
@@ -183,3 +146,40 @@ def queue_frame(ws, outbox, frame):
         hang_up(ws)  # this far behind, it is stuck: drop it, not everyone else
     else:
         outbox.put(frame)
+
+
+def write_frames(ws, outbox):
+    try:
+        for frame in iter(outbox.get, None):
+            ws.send(frame)
+    except (ConnectionClosed, OSError):  # gone, or SEND_TIMEOUT passed
+        hang_up(ws)
+
+
+def hang_up(ws):
+    """Cut the connection at the socket: it wakes every thread blocked on it."""
+    try:
+        ws.sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # already closed
+
+
+def tune_socket(sock):
+    # Chat frames are tiny: send each now, not after the peer's delayed ACK.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+    # Without a send timeout, send() to a peer that stopped reading never returns.
+    if sys.platform == "win32":
+        timeout = SEND_TIMEOUT * 1000  # milliseconds
+    else:
+        timeout = struct.pack("ll", SEND_TIMEOUT, 0)  # struct timeval
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeout)
+
+
+@app.before_request
+def refuse_other_sites():
+    """Another site's page must not open our socket with our users' cookies."""
+    origin = request.headers.get("Origin")
+    if request.path == "/ws" and origin is not None:
+        if urlsplit(origin).netloc.lower() != request.host.lower():
+            abort(403)
