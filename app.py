@@ -5,6 +5,7 @@ Start it with `flask run`, then open http://127.0.0.1:5000 in two windows.
 import collections
 import json
 import logging
+import os
 import queue
 import socket
 import struct
@@ -28,6 +29,8 @@ SEND_TIMEOUT = 10            # seconds a socket may accept nothing before we giv
 SEND_BUFFER = 64 * 1024      # kernel bytes per client: plenty for chat, little to pin
 PING_INTERVAL = 25           # seconds; finds peers that vanished without saying goodbye
 WAKE_INTERVAL = 2            # seconds; see receive_messages
+# Set it to run several processes as one room, through Redis: see redis_bridge.py.
+REDIS_URL = os.environ.get("REDIS_URL")
 
 app = Flask(__name__)
 app.logger.setLevel(logging.INFO)
@@ -97,7 +100,7 @@ def receive_messages(ws, outbox):
                 raise ValueError("You are sending too fast; wait a moment.")
             allowance -= 1
             broadcast(parse_message(frame))
-        except ValueError as error:
+        except (ValueError, ConnectionError) as error:  # bad input, or Redis away
             queue_frame(ws, outbox, json.dumps({"error": str(error)}))
 
 
@@ -130,7 +133,11 @@ def parse_message(frame):
 
 
 def broadcast(message):
-    deliver(json.dumps(message, ensure_ascii=False))
+    frame = json.dumps(message, ensure_ascii=False)
+    if REDIS_URL:  # Redis hands it to every process's deliver(), this one's included
+        redis_bridge.publish(frame)
+    else:
+        deliver(frame)
 
 
 def deliver(frame):
@@ -183,3 +190,8 @@ def refuse_other_sites():
     if request.path == "/ws" and origin is not None:
         if urlsplit(origin).netloc.lower() != request.host.lower():
             abort(403)
+
+
+if REDIS_URL:  # imported only then: one process needs no Redis at all
+    import redis_bridge
+    redis_bridge.start(REDIS_URL, deliver, HISTORY_SIZE)
