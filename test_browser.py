@@ -188,6 +188,8 @@ def test_a_too_long_message_shows_the_error_in_the_senders_page_only(open_page):
     say(ada, "x" * (chat.MAX_MESSAGE_CHARS + 1))
     expect(ada.locator("#error")).to_have_text(
         f'"message" must be 1 to {chat.MAX_MESSAGE_CHARS} characters.')
+    # The refused text comes back into the box, so the sender can shorten it.
+    expect(ada.locator("#message")).to_have_value("x" * (chat.MAX_MESSAGE_CHARS + 1))
     # Bob would have had the error before this message, which he gets after it.
     say(ada, "short")
     for page in (ada, bob):
