@@ -31,6 +31,16 @@ PING_INTERVAL = 25           # seconds; finds peers that vanished without saying
 WAKE_INTERVAL = 2            # seconds; see receive_messages
 # Set it to run several processes as one room, through Redis: see redis_bridge.py.
 REDIS_URL = os.environ.get("REDIS_URL")
+# Chat lines are ~100 bytes: compressing them per connection (permessage-deflate, which
+# browsers offer) saves next to nothing, yet costs ~150 KB a connection and two to seven
+# times the CPU per delivered message. See "Performance" in README.md for both settings.
+COMPRESS_FRAMES = False
+# Each client has three threads. A thread waiting for the GIL wakes every switch interval
+# to ask for it: at Python's default of 5 ms, past ~3,000 clients those wake-ups alone
+# fill the CPU. No thread here computes for long, so waiting longer costs nothing.
+SWITCH_INTERVAL = 0.5        # seconds
+
+sys.setswitchinterval(SWITCH_INTERVAL)
 
 app = Flask(__name__)
 app.logger.setLevel(logging.INFO)
@@ -67,7 +77,7 @@ def chat(ws):
 
 
 def join(ws):
-    outbox = queue.Queue()
+    outbox = queue.SimpleQueue()  # the lightest thread-safe queue
     with clients_lock:  # so no message slips between the history and live ones
         for frame in history:
             outbox.put(frame)
@@ -190,6 +200,13 @@ def refuse_other_sites():
     if request.path == "/ws" and origin is not None:
         if urlsplit(origin).netloc.lower() != request.host.lower():
             abort(403)
+
+
+@app.before_request
+def decline_compression():
+    if request.path == "/ws" and not COMPRESS_FRAMES:
+        # simple-websocket accepts whatever the handshake offers: hide the offer from it.
+        request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
 
 
 if REDIS_URL:  # imported only then: one process needs no Redis at all

@@ -237,8 +237,11 @@ def test_the_rate_limit_refuses_a_flood_and_keeps_the_sender(clients):
     assert receive(bob)["message"] == "later"
 
 
-def raw_handshake(server, origin=None, receive_buffer=None):
-    """A websocket client that does nothing more than the handshake."""
+def raw_handshake(server, origin=None, receive_buffer=None, extensions=None):
+    """A websocket client that does nothing more than the handshake.
+
+    Returns the socket and the server's response head (status line and headers).
+    """
     host, port = server.split(":")
     s = socket.socket()
     if receive_buffer:
@@ -251,6 +254,8 @@ def raw_handshake(server, origin=None, receive_buffer=None):
                "Sec-WebSocket-Version: 13\r\n")
     if origin:
         request += f"Origin: {origin}\r\n"
+    if extensions:
+        request += f"Sec-WebSocket-Extensions: {extensions}\r\n"
     s.sendall((request + "\r\n").encode())
     response = b""
     while b"\r\n\r\n" not in response:
@@ -258,7 +263,7 @@ def raw_handshake(server, origin=None, receive_buffer=None):
         if not chunk:
             break
         response += chunk
-    return s, response.split(b"\r\n")[0].decode()
+    return s, response.decode()
 
 
 @pytest.mark.parametrize("origin, status", [
@@ -269,9 +274,43 @@ def raw_handshake(server, origin=None, receive_buffer=None):
     ("same", "101"),
 ])
 def test_handshakes_from_other_sites_are_refused(server, origin, status):
-    s, status_line = raw_handshake(server, f"http://{server}" if origin == "same" else origin)
-    assert status_line.split()[1] == status
+    s, response = raw_handshake(server, f"http://{server}" if origin == "same" else origin)
+    assert response.split()[1] == status
     s.close()
+
+
+def test_compression_offered_as_browsers_do_is_declined(server):
+    s, response = raw_handshake(
+        server, extensions="permessage-deflate; client_max_window_bits")
+    assert response.split()[1] == "101"
+    assert "sec-websocket-extensions" not in response.lower()
+    bob = connect(server)
+    wait_until(lambda: len(chat.clients) == 2)
+    send_text_frame(s, json.dumps({"name": "Ada", "message": "plain"}))
+    assert receive(bob) == {"name": "Ada", "message": "plain"}
+    first, second = receive_exactly(s, 2)
+    assert first == 0x81  # a final text frame, without the "compressed" bit (RSV1)
+    assert json.loads(receive_exactly(s, second)) == {"name": "Ada", "message": "plain"}
+    s.close()
+    bob.close()
+
+
+def send_text_frame(s, text):
+    """Send a short text frame, masked as every client frame must be."""
+    payload = text.encode()
+    assert len(payload) < 126  # longer ones need an extended length
+    mask = os.urandom(4)
+    masked = bytes(byte ^ mask[i % 4] for i, byte in enumerate(payload))
+    s.sendall(bytes([0x81, 0x80 | len(payload)]) + mask + masked)
+
+
+def receive_exactly(s, size):
+    data = b""
+    while len(data) < size:
+        chunk = s.recv(size - len(data))
+        assert chunk, "the server closed the connection"
+        data += chunk
+    return data
 
 
 def reset(s):
