@@ -16,7 +16,6 @@ from urllib.parse import urlsplit
 
 from flask import Flask, abort, request, send_file
 from flask_sock import Sock
-from simple_websocket import ConnectionClosed
 
 HISTORY_SIZE = 10            # messages a newcomer is shown on arrival
 MAX_MESSAGE_CHARS = 1000     # a long paragraph; more is a paste that floods every screen
@@ -28,16 +27,15 @@ OUTBOX_LIMIT = 2000          # frames waiting for one client; more means it is s
 SEND_TIMEOUT = 10            # seconds a socket may accept nothing before we give up on it
 SEND_BUFFER = 64 * 1024      # kernel bytes per client: plenty for chat, little to pin
 PING_INTERVAL = 25           # seconds; finds peers that vanished without saying goodbye
-WAKE_INTERVAL = 2            # seconds; see receive_messages
+WAKE_INTERVAL = 25           # seconds; see receive_messages (each wake-up costs CPU)
 # Set it to run several processes as one room, through Redis: see redis_bridge.py.
 REDIS_URL = os.environ.get("REDIS_URL")
-# Chat lines are ~100 bytes: compressing them per connection (permessage-deflate, which
-# browsers offer) saves next to nothing, yet costs ~150 KB a connection and two to seven
-# times the CPU per delivered message. See "Performance" in README.md for both settings.
+# Chat lines are ~100 bytes: compressing them for each client (permessage-deflate, which
+# browsers offer) saves nothing, yet costs ~150 KB and several times the CPU per client.
 COMPRESS_FRAMES = False
-# Each client has three threads. A thread waiting for the GIL wakes every switch interval
-# to ask for it: at Python's default of 5 ms, past ~3,000 clients those wake-ups alone
-# fill the CPU. No thread here computes for long, so waiting longer costs nothing.
+# One message to thousands of people wakes thousands of writer threads, all queueing for
+# the GIL; at Python's default 5 ms interval they pass it round so often that the
+# broadcast takes seconds. No thread here computes for long, so switch less often.
 SWITCH_INTERVAL = 0.5        # seconds
 
 sys.setswitchinterval(SWITCH_INTERVAL)
@@ -169,7 +167,7 @@ def write_frames(ws, outbox):
     try:
         for frame in iter(outbox.get, None):
             ws.send(frame)
-    except (ConnectionClosed, OSError):  # gone, or SEND_TIMEOUT passed
+    except Exception:  # closed, reset, closing, or SEND_TIMEOUT passed: it is over
         hang_up(ws)
 
 
