@@ -30,9 +30,6 @@ PING_INTERVAL = 25           # seconds; finds peers that vanished without saying
 WAKE_INTERVAL = 25           # seconds; see receive_messages (each wake-up costs CPU)
 # Set it to run several processes as one room, through Redis: see redis_bridge.py.
 REDIS_URL = os.environ.get("REDIS_URL")
-# Chat lines are ~100 bytes: compressing them for each client (permessage-deflate, which
-# browsers offer) saves nothing, yet costs ~150 KB and several times the CPU per client.
-COMPRESS_FRAMES = False
 # One message to thousands of people wakes thousands of writer threads, all queueing for
 # the GIL; at Python's default 5 ms interval they pass it round so often that the
 # broadcast takes seconds. No thread here computes for long, so switch less often.
@@ -202,8 +199,10 @@ def refuse_other_sites():
 
 @app.before_request
 def decline_compression():
-    if request.path == "/ws" and not COMPRESS_FRAMES:
-        # simple-websocket accepts whatever the handshake offers: hide the offer from it.
+    """Chat lines are ~100 bytes: compressing them for each client saves nothing, yet
+    costs ~150 KB and several times the CPU per client. Browsers always offer it, and
+    simple-websocket accepts whatever is offered, so we hide the offer from it."""
+    if request.path == "/ws":
         request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
 
 

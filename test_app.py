@@ -2,11 +2,13 @@
 import base64
 import json
 import os
+import queue
 import socket
 import struct
 import threading
 import time
 import urllib.request
+from types import SimpleNamespace
 
 import pytest
 import simple_websocket
@@ -369,6 +371,22 @@ def test_a_client_too_far_behind_is_dropped_at_once(server, monkeypatch):
     wait_until(lambda: len(chat.clients) == 1)
     ada.close()
     stalled.close()
+
+
+def test_the_writer_hangs_up_whatever_send_raises():
+    """wsproto raises LocalProtocolError if the library's reader thread is closing the
+    connection at that moment: the writer must hang up, not die with a traceback."""
+    from wsproto.utilities import LocalProtocolError
+
+    def send(frame):
+        raise LocalProtocolError("Event TextMessage cannot be sent in state LOCAL_CLOSING")
+
+    shutdowns = []
+    ws = SimpleNamespace(send=send, sock=SimpleNamespace(shutdown=shutdowns.append))
+    outbox = queue.SimpleQueue()
+    outbox.put("a frame")
+    chat.write_frames(ws, outbox)  # returns, having hung up
+    assert shutdowns == [socket.SHUT_RDWR]
 
 
 def test_a_peer_that_vanishes_silently_is_removed_by_ping(server, monkeypatch):
