@@ -32,8 +32,8 @@ STREAM_LENGTH = 10_000  # messages Redis keeps (~1 MB): a process cut off from R
 TIMEOUT = 2         # seconds Redis may take to answer; a sender's thread waits that long
 DEADLINE = 1        # seconds after sending in which Redis must store a message, or drop
 #                     it: under TIMEOUT by more than an answer's trip back to us
-READ_WAIT = 1       # seconds a read waits for new messages: under TIMEOUT, so a silent
-#                     Redis is found within TIMEOUT + READ_WAIT
+READ_WAIT = 1       # seconds a read waits for new messages: under TIMEOUT, so that a
+#                     quiet room is not taken for a silent Redis
 RETRY_FIRST = 0.1   # seconds before reading again after Redis went away, doubling...
 RETRY_MAX = 2       # ...up to this: chat is back within seconds of Redis coming back
 NOT_DELIVERED = "The message could not be delivered; try again in a moment."
