@@ -16,7 +16,8 @@ new messages.)
 
 A message is stored before its sender's wait ends, or never: a paused Redis that wakes up
 and finds a message whose sender has given up on it drops it. So a sender told that its
-message was not delivered can trust that no one will ever see it.
+message was not delivered can trust that no one will ever see it, unless Redis froze in
+the instant between storing it and answering (README.md lists what cannot be promised).
 """
 import logging
 import threading
@@ -27,8 +28,8 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 STREAM = "flask-websocket-chat:messages"  # a name of our own, to share a Redis server
-STREAM_LENGTH = 10_000  # messages Redis keeps (~1 MB): a process cut off from Redis for
-#                         longer than it takes the others to send this many misses some
+STREAM_LENGTH = 10_000  # messages Redis keeps (~1 MB of chat lines, 63 MB at most): a
+#                         process cut off from Redis while others send more misses some
 TIMEOUT = 2         # seconds Redis may take to answer; a sender's thread waits that long
 DEADLINE = 1        # seconds after sending in which Redis must store a message, or drop
 #                     it: under TIMEOUT by more than an answer's trip back to us
