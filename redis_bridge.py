@@ -89,6 +89,8 @@ def store(frame):
     # Redis read its clock before we heard it, so this is its clock now, or a little less:
     # deadlines come out early rather than late.
     clock_offset = now - milliseconds()
+    if stored != 1:
+        log.warning("Redis got to a message after its deadline, and dropped it")
     return stored == 1
 
 
