@@ -761,8 +761,10 @@ def draw_sweep(results, path):
                     for step in result.get("sweep", {}) if isinstance(step, int)})
     for ax, (title, value, scale) in zip(axes, panels):
         for name, result in results.items():
+            # A size the server failed still has its memory and threads, not its speed.
             rows = [(step, row) for step, row in result.get("sweep", {}).items()
-                    if isinstance(step, int) and "failed" not in row]
+                    if isinstance(step, int) and "rss" in row
+                    and ("failed" not in row or "slowest" not in title)]
             failed = [step for step, row in result.get("sweep", {}).items()
                       if isinstance(step, int) and "failed" in row]
             label = SERVERS[name]["label"] + (f" (failed at {failed[0]:,})" if failed else "")
