@@ -101,7 +101,8 @@ def main():
         together = [s for s in scenarios if s != "sweep"]
         if together:
             with running(name) as (port, pid):
-                results[name].update(asyncio.run(run_scenarios(name, port, pid, together, sizes)))
+                measured = asyncio.run(run_scenarios(name, port, pid, together, sizes))
+                results[name].update(measured)
         if "sweep" in scenarios:
             with running(name) as (port, pid):
                 results[name]["sweep"] = asyncio.run(sweep(name, port, pid, sizes["sweep"]))
@@ -225,7 +226,8 @@ class Meter:
 
     def __init__(self, pid):
         self.pid = pid
-        self.server, self.own, self.wall = cpu_seconds(pid), own_cpu_seconds(), time.perf_counter()
+        self.server, self.own = cpu_seconds(pid), own_cpu_seconds()
+        self.wall = time.perf_counter()
 
     def read(self, server, end=None):
         wall = (end or time.perf_counter()) - self.wall
@@ -470,7 +472,8 @@ async def chat_rate(server, port, pid, sizes):
     lost = await current.wait(server, "chat rate", start)
     used, busy = meter.read(server)
     await close_clients(clients)
-    return {"chat-rate CPU µs/delivery": used["server"] / max(len(current.latencies), 1) * 1e6,
+    delivered = len(current.latencies)
+    return {"chat-rate CPU µs/delivery": used["server"] / max(delivered, 1) * 1e6,
             **{f"chat-rate {k}": v for k, v in busy.items()},
             **{f"chat-rate latency {k}": v
                for k, v in percentiles(current.latencies).items()},
@@ -588,8 +591,9 @@ async def sweep(server, port, pid, steps):
                         "threads": threads}
         if lost:
             got = step - lost
-            result[step]["failed"] = (f"delivered nothing in {time.perf_counter() - start:.0f} s"
-                                      if not got else f"{lost:,} of {step:,} never delivered")
+            waited = time.perf_counter() - start
+            result[step]["failed"] = (f"delivered nothing in {waited:.0f} s" if not got
+                                      else f"{lost:,} of {step:,} never delivered")
             break  # a bigger room would only take longer to fail
     abort_clients(clients)  # the server stops next: no need to say goodbye to each
     result["corrupt frames"] = health.corrupt
@@ -704,20 +708,23 @@ def print_targets(results):
             if "rss" in theirs:
                 value = step["rss"] / theirs["rss"]
                 row(f"{biggest:,} idle clients: RSS <= 1.5x the relay",
-                    f"{value:.2f}x ({step['rss'] / 1e6:,.0f} vs {theirs['rss'] / 1e6:,.0f} MB)",
+                    f"{value:.2f}x ({step['rss'] / 1e6:,.0f} vs "
+                    f"{theirs['rss'] / 1e6:,.0f} MB)",
                     value <= 1.5, margin(value, 1.5, False))
     if "stuck-reader stuck lost" in ours:
         row("stuck reader: no delivery lost to the healthy clients",
             f"{ours['stuck-reader stuck lost']:,} lost of "
             f"{ours['stuck-reader MB toward the stuck client']:.1f} MB sent toward it",
             ours["stuck-reader stuck lost"] == 0)
-        calm, stuck = ours["stuck-reader calm latency p99"], ours["stuck-reader stuck latency p99"]
+        calm = ours["stuck-reader calm latency p99"]
+        stuck = ours["stuck-reader stuck latency p99"]
         value = stuck / calm
         row("stuck reader: healthy p99 <= 1.5x the same run without it",
             f"{value:.2f}x ({stuck * 1000:,.1f} vs {calm * 1000:,.1f} ms)", value <= 1.5,
             margin(value, 1.5, False))
     lost = sum(v for k, v in ours.items() if k.endswith("lost") and isinstance(v, int))
-    lost += sum(s.get("lost", 0) for k, s in ours.get("sweep", {}).items() if isinstance(k, int))
+    lost += sum(step.get("lost", 0) for size, step in ours.get("sweep", {}).items()
+                if isinstance(size, int))
     corrupt = ours.get("corrupt frames", 0) + ours.get("sweep", {}).get("corrupt frames", 0)
     abnormal = (ours.get("closed abnormally", 0)
                 + ours.get("sweep", {}).get("closed abnormally", 0))
@@ -754,7 +761,8 @@ def draw_sweep(results, path):
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(1, 3, figsize=(14, 4.6))
-    panels = (("slowest delivery, one message to all (ms)", lambda r: r["slowest"] * 1e3, "log"),
+    panels = (("slowest delivery, one message to all (ms)",
+               lambda r: r["slowest"] * 1e3, "log"),
               ("server memory per client (KB)", lambda r: r["per client"] / 1e3, "linear"),
               ("server threads", lambda r: r["threads"], "log"))
     sizes = sorted({step for result in results.values()
