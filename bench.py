@@ -1,8 +1,8 @@
 """How many people can the chat hold, how fast is it, and how does it compare?
 
     pip install -r requirements-bench.txt
-    python bench.py            # the full run: about 10 minutes on two cores
-    python bench.py --quick    # a few minutes: smaller numbers, same scenarios
+    python bench.py            # the full run: about 9 minutes on two cores
+    python bench.py --quick    # about 5 minutes: smaller numbers, same scenarios
     python bench.py --only ours,relay --scenarios burst,rate
     python bench.py --sweep    # only the sweep of idle clients
 
@@ -62,7 +62,7 @@ SCENARIOS = ("burst", "rate", "stuck", "sweep")
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a smaller run, a few minutes")
+    parser.add_argument("--quick", action="store_true", help="a smaller run, about 5 minutes")
     parser.add_argument("--only", default=",".join(SERVERS), metavar="SERVERS",
                         help=f"comma-separated, of: {', '.join(SERVERS)}")
     parser.add_argument("--scenarios", default=",".join(SCENARIOS), metavar="NAMES",
