@@ -1,19 +1,31 @@
-"""How many people can the chat hold, and how fast is it?
+"""How many people can the chat hold, how fast is it, and how does it compare?
 
     pip install -r requirements-bench.txt
-    python bench.py            # a minute or two on two cores
-    python bench.py --quick    # about half a minute: smaller numbers, same scenarios
+    python bench.py            # the full run: about 9 minutes on two cores
+    python bench.py --quick    # about 5 minutes: smaller numbers, same scenarios
+    python bench.py --only ours,relay --scenarios burst,rate
+    python bench.py --sweep    # only the sweep of idle clients
 
-Starts the chat under `flask run` on a free loopback port, drives it with many websocket
-clients from this one asyncio process, then does the same against a plain asyncio relay
-built on the `websockets` library (the yardstick, at the bottom of this file) and prints
-our figures as ratios to it, then the absolute figures. Clients offer permessage-deflate,
-as browsers do, and stay within the chat's rate limit.
+Starts each server in its own process on a free loopback port and drives it from this one
+asyncio process with many websocket clients that behave like browsers: they offer
+permessage-deflate and never stop reading (`max_queue=None`: a page's onmessage queue has
+no limit, so a browser never pushes back on the server). The servers, in one run:
+
+    ours             app.py under `flask run`
+    naive            peers/naive_flask_sock.py: a set, a lock, ws.send() in the loop
+    sio-threading    peers/socketio_threading.py: Flask-SocketIO, async_mode="threading"
+    sio-gevent       peers/socketio_gevent.py: Flask-SocketIO on gevent, as its docs advise
+    relay            peers/relay.py: a plain asyncio relay on the `websockets` library
+
+Every frame received must be whole and valid; the bench counts corrupt frames and
+connections closed abnormally. It prints markdown tables ready for the README, the targets
+with met/MISSED, and (full run) draws the sweep to docs/bench-sweep.png.
 """
 import argparse
 import asyncio
 import base64
 import contextlib
+import importlib.util
 import json
 import os
 import random
@@ -25,41 +37,79 @@ import tempfile
 import time
 
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosedOK
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+PEERS = os.path.join(HERE, "peers")
 CONNECT_BATCH = 100     # Werkzeug listens with a backlog of 128: connect fewer at once
 OPEN_FILES = 20_000     # one socket per client, on both sides of the loopback
 WAIT = 60               # seconds any one wait may take before the bench gives up
+STALL = 20              # seconds without a single delivery: the server is stuck, move on
+BUSY = 0.85             # of one core: the load generator, not the server, is the limit
 TICKS = os.sysconf("SC_CLK_TCK")  # units of the CPU times in /proc/<pid>/stat
 
 FULL = {"burst_clients": 100, "burst_messages": 15,
         "rate_clients": 200, "rate_senders": 50, "rate_per_second": 2, "rate_seconds": 10,
-        "stuck_healthy": 50, "stuck_senders": 10, "stuck_seconds": 5,
-        "capacity_steps": (2000, 5000)}
-QUICK = {**FULL, "burst_clients": 50, "rate_seconds": 4, "stuck_healthy": 20,
-         "capacity_steps": (1000,)}
+        # 50 healthy clients, all sending 1 KB 4 times a second: 6,000 messages, 6 MB
+        # toward the stuck one in 30 s; far more than the kernel's buffers absorb.
+        "stuck_healthy": 50, "stuck_calm_seconds": 10, "stuck_seconds": 30,
+        "sweep": (250, 500, 1000, 2000, 5000)}
+QUICK = {**FULL, "burst_clients": 50, "rate_seconds": 4,
+         "stuck_calm_seconds": 4,  # the stuck phase stays: less, and the kernel absorbs it
+         "sweep": (250, 500, 1000)}
+SCENARIOS = ("burst", "rate", "stuck", "sweep")
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a smaller run, under a minute")
+    parser.add_argument("--quick", action="store_true", help="a smaller run, about 5 minutes")
+    parser.add_argument("--only", default=",".join(SERVERS), metavar="SERVERS",
+                        help=f"comma-separated, of: {', '.join(SERVERS)}")
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS), metavar="NAMES",
+                        help=f"comma-separated, of: {', '.join(SCENARIOS)}")
+    parser.add_argument("--sweep", action="store_true", help="only the sweep of idle clients")
+    parser.add_argument("--sizes", metavar="N,N,..", help="the sweep's sizes, e.g. 250,500")
+    parser.add_argument("--picture", metavar="PNG",
+                        help="draw the sweep here (default, full run: docs/bench-sweep.png)")
     parser.add_argument("--app", default=os.path.join(HERE, "app.py"),
-                        help="the chat to measure (default: app.py next to this file)")
-    parser.add_argument("--relay", type=int, metavar="PORT", help=argparse.SUPPRESS)
+                        help="the chat to measure as 'ours' (default: app.py)")
     args = parser.parse_args()
+    sizes = dict(QUICK if args.quick else FULL)
+    if args.sizes:
+        sizes["sweep"] = tuple(int(n) for n in args.sizes.split(","))
+    scenarios = ["sweep"] if args.sweep else args.scenarios.split(",")
+    servers = args.only.split(",")
+    for name in servers + scenarios:
+        if name not in SERVERS and name not in SCENARIOS:
+            parser.error(f"unknown server or scenario: {name}")
+    picture = args.picture or (None if args.quick or args.sizes
+                               else os.path.join(HERE, "docs", "bench-sweep.png"))
+    SERVERS["ours"]["app"] = os.path.abspath(args.app)
     raise_open_files_limit()
-    if args.relay:
-        asyncio.run(relay(args.relay))
-        return
-    sizes = QUICK if args.quick else FULL
+
     started = time.monotonic()
     results = {}
-    for server in ("ours", "relay"):
-        with running(server, args.app) as (port, pid):
-            results[server] = asyncio.run(run_scenarios(server, port, pid, sizes))
+    for name in servers:
+        missing = missing_modules(SERVERS[name]["needs"])
+        if missing:
+            progress(name, f"skipped: needs {', '.join(missing)} "
+                           "(pip install -r requirements-bench.txt)")
+            continue
+        results[name] = {}
+        # The scenarios share one server process; the sweep gets a fresh one, so that its
+        # memory is not what the earlier scenarios left behind.
+        together = [s for s in scenarios if s != "sweep"]
+        if together:
+            with running(name) as (port, pid):
+                measured = asyncio.run(run_scenarios(name, port, pid, together, sizes))
+                results[name].update(measured)
+        if "sweep" in scenarios:
+            with running(name) as (port, pid):
+                results[name]["sweep"] = asyncio.run(sweep(name, port, pid, sizes["sweep"]))
     progress("all", f"done in {time.monotonic() - started:.0f} s")
-    print_tables(results, sizes)
+    print_report(results, sizes)
+    if picture and any(r.get("sweep") for r in results.values()):
+        draw_sweep(results, picture)
 
 
 def raise_open_files_limit():
@@ -71,28 +121,52 @@ def raise_open_files_limit():
 
 
 def progress(server, text):
-    print(f"[{time.strftime('%H:%M:%S')}] {server:5} {text}", file=sys.stderr, flush=True)
+    print(f"[{time.strftime('%H:%M:%S')}] {server:13} {text}", file=sys.stderr, flush=True)
 
 
-# ---------------------------------------------------------------- the two servers
+# ---------------------------------------------------------------- the servers
+
+def flask_run(app):
+    return [sys.executable, "-m", "flask", "--app", app, "run",
+            "--host", "127.0.0.1", "--port", "{port}"]
+
+
+SERVERS = {
+    "ours": {"label": "ours (flask run)", "protocol": "plain", "needs": ["flask_sock"],
+             "app": os.path.join(HERE, "app.py")},
+    "naive": {"label": "naive flask-sock (flask run)", "protocol": "plain",
+              "needs": ["flask_sock"], "app": os.path.join(PEERS, "naive_flask_sock.py")},
+    "sio-threading": {"label": "Flask-SocketIO threading (flask run)", "protocol": "socketio",
+                      "needs": ["flask_socketio", "simple_websocket"],
+                      "app": os.path.join(PEERS, "socketio_threading.py")},
+    "sio-gevent": {"label": "Flask-SocketIO gevent", "protocol": "socketio",
+                   "needs": ["flask_socketio", "gevent", "geventwebsocket"],
+                   "command": [sys.executable, os.path.join(PEERS, "socketio_gevent.py"),
+                               "{port}"]},
+    "relay": {"label": "websockets relay (asyncio)", "protocol": "plain",
+              "needs": ["websockets"],
+              "command": [sys.executable, os.path.join(PEERS, "relay.py"), "{port}"]},
+}
+
+
+def missing_modules(modules):
+    return [m for m in modules if importlib.util.find_spec(m) is None]
+
 
 @contextlib.contextmanager
-def running(server, app):
+def running(name):
     """Start a server in its own process on a free port; yield (port, pid); stop it."""
+    server = SERVERS[name]
     port = free_port()
-    if server == "ours":
-        command = [sys.executable, "-m", "flask", "--app", app, "run",
-                   "--host", "127.0.0.1", "--port", str(port)]
-    else:
-        command = [sys.executable, os.path.abspath(__file__), "--relay", str(port)]
+    command = server.get("command") or flask_run(server["app"])
+    command = [part.replace("{port}", str(port)) for part in command]
     # Its log, thousands of join lines, goes to a file, kept if it holds errors.
-    log = tempfile.NamedTemporaryFile(prefix=f"bench-{server}-", suffix=".log", delete=False)
-    process = subprocess.Popen(command, cwd=os.path.dirname(app),
-                               env={**os.environ, "FLASK_DEBUG": "0"},
+    log = tempfile.NamedTemporaryFile(prefix=f"bench-{name}-", suffix=".log", delete=False)
+    process = subprocess.Popen(command, cwd=HERE, env={**os.environ, "FLASK_DEBUG": "0"},
                                stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_for_port(port, process)
-        progress(server, f"listening on 127.0.0.1:{port}, pid {process.pid}")
+        progress(name, f"listening on 127.0.0.1:{port}, pid {process.pid}")
         yield port, process.pid
     finally:
         process.terminate()
@@ -106,7 +180,7 @@ def running(server, app):
                   if "Traceback" in line or "ERROR" in line]
         log.close()
         if errors:
-            progress(server, f"{len(errors)} errors in its log: see {log.name}")
+            progress(name, f"{len(errors)} errors in its log: see {log.name}")
         else:
             os.remove(log.name)
 
@@ -136,10 +210,93 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
 
 
+def own_cpu_seconds():
+    times = os.times()
+    return times.user + times.system
+
+
 def memory_and_threads(pid):
     with open(f"/proc/{pid}/status") as f:
         status = dict(line.split(":", 1) for line in f)
     return int(status["VmRSS"].split()[0]) * 1024, int(status["Threads"])
+
+
+class Meter:
+    """CPU used by the server and by this load generator, over wall time."""
+
+    def __init__(self, pid):
+        self.pid = pid
+        self.server, self.own = cpu_seconds(pid), own_cpu_seconds()
+        self.wall = time.perf_counter()
+
+    def read(self, server, end=None):
+        wall = (end or time.perf_counter()) - self.wall
+        used = {"server": cpu_seconds(self.pid) - self.server,
+                "bench": own_cpu_seconds() - self.own}
+        busy = used["bench"] / wall
+        if busy >= BUSY:
+            progress(server, f"WARNING: the load generator used {busy:.0%} of a core: "
+                             "it, not the server, may be the limit here")
+        return used, {"server CPU %": used["server"] / wall * 100, "bench CPU %": busy * 100}
+
+
+# ---------------------------------------------------------------- the two protocols
+
+class Plain:
+    """ours, naive and the relay: one JSON object per text frame."""
+    path = "/ws"
+
+    @staticmethod
+    async def start(ws):
+        pass
+
+    @staticmethod
+    def pack(data):
+        return json.dumps(data)
+
+    @staticmethod
+    def unpack(ws, frame):
+        data = json.loads(frame)  # raises ValueError on a corrupt frame
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        return data
+
+
+class SocketIO:
+    """Engine.IO 4 over a raw websocket: open "0{..}", connect "40", event "42[..]"."""
+    path = "/socket.io/?EIO=4&transport=websocket"
+
+    @staticmethod
+    async def start(ws):
+        opened = await asyncio.wait_for(ws.recv(), WAIT)
+        if not opened.startswith("0{"):
+            raise ValueError(f"no Engine.IO open packet: {opened[:40]!r}")
+        await ws.send("40")
+        joined = await asyncio.wait_for(ws.recv(), WAIT)  # so no message slips before it
+        if not joined.startswith("40"):
+            raise ValueError(f"no Socket.IO connect packet: {joined[:40]!r}")
+
+    @staticmethod
+    def pack(data):
+        return "42" + json.dumps(["message", data])
+
+    @staticmethod
+    def unpack(ws, frame):
+        if frame == "2":  # the server's ping: answer, or it hangs up
+            asyncio.ensure_future(ws.send("3"))
+            return None
+        if frame.startswith("42"):
+            event = json.loads(frame[2:])
+            if not (isinstance(event, list) and len(event) == 2
+                    and event[0] == "message" and isinstance(event[1], dict)):
+                raise ValueError("not a message event")
+            return event[1]
+        if frame[:2] in ("40", "41", "44") or frame[:1] in ("0", "1", "6"):
+            return None  # connect, disconnect, error, open, close, noop
+        raise ValueError("not an Engine.IO packet")
+
+
+PROTOCOLS = {"plain": Plain, "socketio": SocketIO}
 
 
 # ---------------------------------------------------------------- clients
@@ -152,8 +309,7 @@ class Tally:
         self.latencies, self.errors, self.last = [], 0, None
         self.done = asyncio.Event()
 
-    def record(self, frame, now):
-        data = json.loads(frame)
+    def record(self, data, now):
         if "error" in data:
             self.errors += 1
         if data.get("name") != self.tag:
@@ -163,53 +319,98 @@ class Tally:
         if len(self.latencies) >= self.expected:
             self.done.set()
 
-    async def wait(self, server, what):
-        try:
-            await asyncio.wait_for(self.done.wait(), WAIT)
-        except asyncio.TimeoutError:
-            progress(server, f"{what}: timed out")
-        lost = self.expected - len(self.latencies)
-        progress(server, f"{what}: {len(self.latencies):,} of {self.expected:,} delivered"
-                 + (f", {lost:,} LOST" if lost else "")
+    async def wait(self, server, what, began):
+        """Until all arrived, or none arrived for STALL s, or WAIT s passed since began."""
+        seen, since = 0, time.perf_counter()
+        while not self.done.is_set():
+            now = time.perf_counter()
+            if len(self.latencies) > seen:
+                seen, since = len(self.latencies), now
+            if now - since > STALL or now - began > WAIT + STALL:
+                break
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.done.wait(), 0.5)
+        got = len(self.latencies)
+        lost = self.expected - got
+        ended = "" if not lost else (
+            f", {lost:,} LOST: nothing delivered in {time.perf_counter() - began:.0f} s"
+            if not got else f", {lost:,} LOST: none for {STALL} s")
+        progress(server, f"{what}: {got:,} of {self.expected:,} delivered{ended}"
                  + (f", {self.errors} error frames" if self.errors else ""))
         return lost
 
 
+class Health:
+    """Frames that were not whole and valid, connections that ended without a goodbye."""
+
+    def __init__(self):
+        self.corrupt, self.abnormal, self.closing = 0, 0, set()
+
+
 current = Tally(None, 0)  # the scenario the listening clients report to
+health = Health()
 
 
-async def listen(ws):
+async def listen(ws, protocol):
     try:
         async for frame in ws:
-            current.record(frame, time.perf_counter())
-    except Exception:  # closed under us: the tally reports what went missing
+            try:
+                if not isinstance(frame, str):
+                    raise ValueError("a binary frame")
+                data = protocol.unpack(ws, frame)
+            except (ValueError, KeyError, IndexError):
+                health.corrupt += 1
+                continue
+            if data is not None:
+                current.record(data, time.perf_counter())
+    except ConnectionClosedOK:
         pass
+    except Exception:  # a bad frame, a reset, 1006: not how a healthy chat ends
+        if ws not in health.closing:
+            health.abnormal += 1
 
 
 async def open_clients(server, port, count, already=0):
     """Connect in batches, as the server's listen backlog allows, and listen on each."""
+    protocol = PROTOCOLS[SERVERS[server]["protocol"]]
     clients = []
+
+    async def one():
+        # compression="deflate" offers permessage-deflate, as browsers do; max_queue=None
+        # never stops reading, as browsers never do.
+        ws = await connect(f"ws://127.0.0.1:{port}{protocol.path}", compression="deflate",
+                           max_queue=None, ping_interval=None, open_timeout=WAIT,
+                           close_timeout=2, max_size=None)
+        await protocol.start(ws)
+        return ws
+
     while len(clients) < count:
         batch = min(CONNECT_BATCH, count - len(clients))
-        # compression="deflate" (the default) offers permessage-deflate as browsers do.
-        clients += await asyncio.gather(*(
-            connect(f"ws://127.0.0.1:{port}/ws", compression="deflate", ping_interval=None,
-                    open_timeout=WAIT, max_size=None) for _ in range(batch)))
+        clients += await asyncio.wait_for(asyncio.gather(*(one() for _ in range(batch))), WAIT)
         if (already + len(clients)) % 1000 == 0 or len(clients) == count:
             progress(server, f"{already + len(clients):,} clients connected")
     for ws in clients:
-        asyncio.ensure_future(listen(ws))
+        asyncio.ensure_future(listen(ws, protocol))
     await asyncio.sleep(0.5)  # the server registers each one and sends it the history
     return clients
 
 
 async def close_clients(clients):
+    health.closing.update(clients)
     for start in range(0, len(clients), CONNECT_BATCH):
         await asyncio.gather(*(ws.close() for ws in clients[start:start + CONNECT_BATCH]))
 
 
-def say(ws, tag, text=""):
-    return ws.send(json.dumps({"name": tag, "message": f"{time.perf_counter():.6f} {text}"}))
+def abort_clients(clients):
+    health.closing.update(clients)
+    for ws in clients:
+        ws.transport.abort()
+
+
+def say(server, ws, tag, text=""):
+    protocol = PROTOCOLS[SERVERS[server]["protocol"]]
+    return ws.send(protocol.pack({"name": tag,
+                                  "message": f"{time.perf_counter():.6f} {text}".strip()}))
 
 
 def percentiles(latencies):
@@ -220,12 +421,19 @@ def percentiles(latencies):
 
 # ---------------------------------------------------------------- scenarios
 
-async def run_scenarios(server, port, pid, sizes):
+async def run_scenarios(server, port, pid, scenarios, sizes):
+    global health
+    health = Health()
     result = {}
-    result.update(await burst(server, port, pid, sizes))
-    result.update(await chat_rate(server, port, pid, sizes))
-    result.update(await stuck_reader(server, port, sizes))
-    result.update(await capacity(server, port, pid, sizes))
+    # The stuck reader comes last: a chat that freezes stays frozen.
+    for name, scenario in (("burst", burst), ("rate", chat_rate), ("stuck", stuck_reader)):
+        if name in scenarios:
+            result.update(await scenario(server, port, pid, sizes))
+    result["corrupt frames"] = health.corrupt
+    result["closed abnormally"] = health.abnormal
+    if health.corrupt or health.abnormal:
+        progress(server, f"{health.corrupt} corrupt frames, "
+                         f"{health.abnormal} connections closed abnormally")
     return result
 
 
@@ -235,14 +443,17 @@ async def burst(server, port, pid, sizes):
     n, each = sizes["burst_clients"], sizes["burst_messages"]
     clients = await open_clients(server, port, n)
     current = Tally("burst", n * each * n)
-    cpu_before, start = cpu_seconds(pid), time.perf_counter()
-    await asyncio.gather(*(say(ws, "burst") for ws in clients for _ in range(each)))
-    lost = await current.wait(server, f"burst of {n} x {each}")
-    cpu = cpu_seconds(pid) - cpu_before
+    meter = Meter(pid)
+    start = time.perf_counter()
+    await asyncio.gather(*(say(server, ws, "burst") for ws in clients for _ in range(each)))
+    lost = await current.wait(server, f"burst of {n} x {each}", start)
     delivered = len(current.latencies)
+    used, busy = meter.read(server, current.last)
     await close_clients(clients)
-    return {"burst deliveries/s": delivered / (current.last - start),
-            "burst CPU µs/delivery": cpu / delivered * 1e6,
+    return {"burst deliveries/s": delivered / ((current.last or start + 1) - start),
+            "burst CPU µs/delivery": used["server"] / max(delivered, 1) * 1e6,
+            "burst bench CPU µs/delivery": used["bench"] / max(delivered, 1) * 1e6,
+            **{f"burst {k}": v for k, v in busy.items()},
             **{f"burst latency {k}": v for k, v in percentiles(current.latencies).items()},
             "burst lost": lost}
 
@@ -255,148 +466,337 @@ async def chat_rate(server, port, pid, sizes):
     clients = await open_clients(server, port, n)
     current = Tally("rate", senders * rate * seconds * n)
     progress(server, f"chat rate: {senders} of {n} clients send {rate}/s for {seconds} s")
-    cpu_before, start = cpu_seconds(pid), time.perf_counter() + 0.1
-    await asyncio.gather(*(send_steadily(ws, "rate", start + random.random() / rate,
-                                         rate, seconds) for ws in clients[:senders]))
-    lost = await current.wait(server, "chat rate")
-    cpu = cpu_seconds(pid) - cpu_before
+    meter = Meter(pid)
+    start = time.perf_counter() + 0.1
+    await send_for(server, clients[:senders], "rate", start, rate, seconds)
+    lost = await current.wait(server, "chat rate", start)
+    used, busy = meter.read(server)
     await close_clients(clients)
-    return {"chat-rate CPU µs/delivery": cpu / len(current.latencies) * 1e6,
+    delivered = len(current.latencies)
+    return {"chat-rate CPU µs/delivery": used["server"] / max(delivered, 1) * 1e6,
+            **{f"chat-rate {k}": v for k, v in busy.items()},
             **{f"chat-rate latency {k}": v
                for k, v in percentiles(current.latencies).items()},
             "chat-rate lost": lost}
 
 
-async def send_steadily(ws, tag, start, rate, seconds, text=""):
-    for k in range(rate * seconds):
-        await asyncio.sleep(max(0, start + k / rate - time.perf_counter()))
-        await say(ws, tag, text)
+async def send_for(server, senders, tag, start, rate, seconds, text=""):
+    """Each sender sends rate a second for seconds; bounded, in case the server froze."""
+    async def steadily(ws, first):
+        for k in range(rate * seconds):
+            await asyncio.sleep(max(0, first + k / rate - time.perf_counter()))
+            await say(server, ws, tag, text)
+
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(asyncio.gather(*(
+            steadily(ws, start + random.random() / rate) for ws in senders)), seconds + WAIT)
 
 
-async def stuck_reader(server, port, sizes):
-    """One client stops reading: do the others notice?"""
+async def stuck_reader(server, port, pid, sizes):
+    """One client stops reading while megabytes head its way: do the others notice?"""
     global current
-    n, senders, seconds = sizes["stuck_healthy"], sizes["stuck_senders"], sizes["stuck_seconds"]
-    stuck = stuck_client(port)
-    clients = await open_clients(server, port, n)
-    rate = 4  # under the chat's 5 a second
-    current = Tally("stuck", senders * rate * seconds * n)
-    progress(server, f"stuck reader: {senders} of {n} healthy clients send 1 KB {rate}/s "
-                     f"for {seconds} s")
+    n = sizes["stuck_healthy"]
+    rate = 4  # 1 KB messages, under the chat's 5 a second
     noise = base64.b64encode(os.urandom(735)).decode()  # does not compress: fills buffers
-    start = time.perf_counter() + 0.1
-    await asyncio.gather(*(send_steadily(ws, "stuck", start + random.random() / rate,
-                                         rate, seconds, noise) for ws in clients[:senders]))
-    lost = await current.wait(server, "stuck reader, healthy clients")
-    stuck.close()
-    await close_clients(clients)
-    return {**{f"stuck-reader healthy latency {k}": v
-               for k, v in percentiles(current.latencies).items() if k != "p50"},
-            "stuck-reader lost": lost}
+    clients = await open_clients(server, port, n)
+    result = {}
+    for phase, seconds in (("calm", sizes["stuck_calm_seconds"]),
+                           ("stuck", sizes["stuck_seconds"])):
+        stuck = stuck_client(port, SERVERS[server]["protocol"]) if phase == "stuck" else None
+        await asyncio.sleep(0.5 if stuck else 0)
+        current = Tally(phase, n * rate * seconds * n)
+        megabytes = n * rate * seconds * (len(noise) + 50) / 1e6
+        progress(server, f"stuck reader, {phase}: all {n} healthy clients send 1 KB {rate}/s "
+                         f"for {seconds} s" + (f": {megabytes:.1f} MB toward one that never "
+                                               "reads" if stuck else ""))
+        start = time.perf_counter() + 0.1
+        await send_for(server, clients, phase, start, rate, seconds, noise)
+        lost = await current.wait(server, f"stuck reader, {phase}", start)
+        result.update({f"stuck-reader {phase} latency {k}": v
+                       for k, v in percentiles(current.latencies).items() if k != "max"})
+        result[f"stuck-reader {phase} lost"] = lost
+        if stuck:
+            result["stuck-reader MB toward the stuck client"] = megabytes
+            result["stuck-reader stuck client cut off"] = await cut_off(stuck)
+    abort_clients(clients)  # a frozen server would never answer a goodbye
+    return result
 
 
-def stuck_client(port):
-    """A client that completes the handshake and then never reads a byte."""
+def stuck_client(port, protocol):
+    """A client that completes the handshake (and Socket.IO's) and never reads again."""
     s = socket.socket()
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     s.settimeout(WAIT)
     s.connect(("127.0.0.1", port))
     key = base64.b64encode(os.urandom(16)).decode()
-    s.sendall((f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-               f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+    s.sendall((f"GET {PROTOCOLS[protocol].path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+               f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
                "Sec-WebSocket-Version: 13\r\n\r\n").encode())
     response = b""
     while b"\r\n\r\n" not in response:
         response += s.recv(1)
+    if protocol == "socketio":
+        s.recv(4096)  # the open packet, a small frame
+        s.sendall(masked_text_frame(b"40"))
     return s
 
 
-async def capacity(server, port, pid, sizes):
-    """A big idle room; one message must reach everyone."""
-    global current
+def masked_text_frame(payload):
+    mask = os.urandom(4)
+    body = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return bytes([0x81, 0x80 | len(payload)]) + mask + body
+
+
+async def cut_off(stuck):
+    """Read what is waiting (a few seconds at most): did the server end the connection?"""
+    def drain():
+        stuck.settimeout(1)
+        deadline = time.monotonic() + 5
+        try:
+            while time.monotonic() < deadline:
+                if not stuck.recv(1 << 20):
+                    return "yes"
+        except socket.timeout:
+            return "no"
+        except OSError:
+            return "yes"  # reset
+        finally:
+            stuck.close()
+        return "no"
+    return await asyncio.to_thread(drain)
+
+
+async def sweep(server, port, pid, steps):
+    """Ever more idle clients; at each size, one message must reach them all."""
+    global current, health
+    health = Health()
     result, clients = {}, []
-    for step in sizes["capacity_steps"]:
-        clients += await open_clients(server, port, step - len(clients), len(clients))
+    idle_rss, _ = memory_and_threads(pid)
+    for step in steps:
+        try:
+            clients += await open_clients(server, port, step - len(clients), len(clients))
+        except Exception as error:
+            result[step] = {"failed": f"could not connect {step:,} within {WAIT} s "
+                                      f"({type(error).__name__})"}
+            progress(server, f"sweep {step:,}: {result[step]['failed']}")
+            break
+        await asyncio.sleep(1)  # history and greetings settle
         rss, threads = memory_and_threads(pid)
-        current = Tally(f"capacity {step}", step)
-        await say(clients[0], current.tag)
-        lost = await current.wait(server, f"capacity, one message to {step:,}")
-        result[f"capacity {step:,} slowest delivery"] = max(current.latencies, default=WAIT)
-        result[f"capacity {step:,} lost"] = lost
-        result[f"capacity {step:,} server RSS MB"] = rss / 1e6
-        result[f"capacity {step:,} server threads"] = threads
-    for ws in clients:  # the server stops next: no need to say goodbye to each
-        ws.transport.abort()
+        current = Tally(f"sweep {step}", step)
+        start = time.perf_counter()
+        await say(server, clients[0], current.tag)
+        lost = await current.wait(server, f"sweep, one message to {step:,}", start)
+        result[step] = {"slowest": max(current.latencies, default=None), "lost": lost,
+                        "rss": rss, "per client": (rss - idle_rss) / step,
+                        "threads": threads}
+        if lost:
+            got = step - lost
+            waited = time.perf_counter() - start
+            result[step]["failed"] = (f"delivered nothing in {waited:.0f} s" if not got
+                                      else f"{lost:,} of {step:,} never delivered")
+            break  # a bigger room would only take longer to fail
+    abort_clients(clients)  # the server stops next: no need to say goodbye to each
+    result["corrupt frames"] = health.corrupt
+    result["closed abnormally"] = health.abnormal
     return result
 
 
 # ---------------------------------------------------------------- the report
 
-TARGETS = {  # metric: (ours / relay must be at least, at most)
-    "burst deliveries/s": (1.0, None),
-    "chat-rate latency p99": (None, 2.0),
-}
+def print_report(results, sizes):
+    names = list(results)
+    print_scenarios(results, names)
+    print_sweep(results, names, sizes)
+    print_targets(results)
 
 
-def print_tables(results, sizes):
-    ours, relay = results["ours"], results["relay"]
-    print("\nOurs as a ratio to the relay (ours ÷ relay; for deliveries/s higher is "
-          "better, for everything else lower):\n")
-    print("| metric | ratio | target |")
-    print("| --- | ---: | --- |")
-    for metric in ours:
-        if "lost" in metric or "threads" in metric:
-            continue
-        ratio = ours[metric] / relay[metric] if relay[metric] else float("inf")
-        low, high = TARGETS.get(metric, (None, None))
-        target = ""
-        if low is not None:
-            target = f">= {low:.1f}x: {'met' if ratio >= low else 'MISSED'}"
-        if high is not None:
-            target = f"<= {high:.1f}x: {'met' if ratio <= high else 'MISSED'}"
-        print(f"| {metric} | {ratio:.2f}x | {target} |")
-    print("\nAbsolute figures (latencies in ms):\n")
-    print("| metric | ours (flask run) | relay (websockets) |")
-    print("| --- | ---: | ---: |")
-    for metric in ours:
-        print(f"| {metric} | {show(metric, ours[metric])} | {show(metric, relay[metric])} |")
-    for step in sizes["capacity_steps"]:
-        slowest = ours[f"capacity {step:,} slowest delivery"]
-        held = ours[f"capacity {step:,} lost"] == 0
-        verdict = "met" if held and slowest < 1 else "MISSED"
-        print(f"\nCapacity (target 2,000, aim 5,000): {step:,} clients under flask run, "
-              f"every one reached, slowest delivery under 1 s: {verdict} "
-              f"({slowest * 1000:.0f} ms).")
+def print_scenarios(results, names):
+    metrics = []
+    for name in names:
+        metrics += [m for m in results[name] if m != "sweep" and m not in metrics]
+    if not metrics:
+        return
+    print("\nScenarios (latencies in ms; server and bench CPU in % of one core):\n")
+    print("| metric | " + " | ".join(SERVERS[n]["label"] for n in names) + " |")
+    print("| --- |" + " ---: |" * len(names))
+    for metric in metrics:
+        cells = [show(metric, results[n].get(metric)) for n in names]
+        print(f"| {metric} | " + " | ".join(cells) + " |")
+    for name in names:
+        for scenario in ("burst", "chat-rate"):
+            busy = results[name].get(f"{scenario} bench CPU %", 0)
+            if busy >= BUSY * 100:
+                print(f"\nWARNING: in the {scenario} against {name} the load generator used "
+                      f"{busy:.0f}% of a core: it, not the server, was probably the limit.")
+
+
+def print_sweep(results, names, sizes):
+    names = [n for n in names if results[n].get("sweep")]
+    if not names:
+        return
+    tables = (("Slowest delivery of one message to all (ms)", slowest_cell),
+              ("Server memory (RSS MB, and KB per client above the idle server)", memory_cell),
+              ("Server threads", lambda r: f"{r['threads']:,}"))
+    for title, cell in tables:
+        print(f"\n{title}:\n")
+        print("| clients | " + " | ".join(SERVERS[n]["label"] for n in names) + " |")
+        print("| ---: |" + " ---: |" * len(names))
+        for step in sizes["sweep"]:
+            cells = []
+            for name in names:
+                row = results[name]["sweep"].get(step)
+                cells.append("not tried" if row is None else
+                             row["failed"] if "failed" in row and cell is slowest_cell else
+                             "-" if "rss" not in row else cell(row))
+            print(f"| {step:,} | " + " | ".join(cells) + " |")
+    trouble = [f"{n}: {r['sweep']['corrupt frames']} corrupt frames, "
+               f"{r['sweep']['closed abnormally']} closed abnormally"
+               for n, r in results.items() if r.get("sweep") and
+               (r["sweep"]["corrupt frames"] or r["sweep"]["closed abnormally"])]
+    for line in trouble:
+        print(f"\nIn the sweep, {line}.")
+
+
+def slowest_cell(row):
+    return f"{row['slowest'] * 1000:,.0f}"
+
+
+def memory_cell(row):
+    return f"{row['rss'] / 1e6:,.0f} ({row['per client'] / 1e3:,.0f} KB)"
+
+
+def print_targets(results):
+    ours = results.get("ours")
+    if not ours:
+        return
+    relay, gevent = results.get("relay", {}), results.get("sio-gevent", {})
+    print("\nTargets (ours, in this run):\n")
+    print("| target | measured | verdict |")
+    print("| --- | --- | --- |")
+
+    def row(target, measured, met, margin=""):
+        verdict = "met" if met else "MISSED"
+        print(f"| {target} | {measured} | {verdict}{', ' + margin if margin else ''} |")
+
+    def ratio(metric, other, least=None, most=None, name="the relay"):
+        if metric not in ours or metric not in other:
+            return
+        value = ours[metric] / other[metric] if other[metric] else float("inf")
+        bound = least if least is not None else most
+        met = value >= least if least is not None else value <= most
+        sign = ">=" if least is not None else "<="
+        scenario = metric.split()[0]
+        capped = [who for who, result in (("ours", ours), (name, other))
+                  if result.get(f"{scenario} bench CPU %", 0) >= BUSY * 100
+                  and "CPU" not in metric]  # the cost of a delivery stays true
+        note = f"; the load generator capped {' and '.join(capped)}" if capped else ""
+        row(f"{metric}: {sign} {bound:g}x {name}",
+            f"{value:.2f}x ({show(metric, ours[metric])} vs {show(metric, other[metric])})",
+            met, margin(value, bound, least is not None) + note)
+
+    ratio("burst deliveries/s", relay, least=1.2)
+    ratio("burst deliveries/s", gevent, least=1.0, name="Flask-SocketIO gevent")
+    ratio("burst CPU µs/delivery", relay, most=1.0)
+    ratio("chat-rate latency p99", relay, most=1.5)
+    biggest = max(ours.get("sweep", {}) or [0], key=lambda k: k if isinstance(k, int) else 0)
+    if biggest:
+        step = ours["sweep"][biggest]
+        if "failed" in step:
+            row(f"{biggest:,} idle clients: one message reaches all in < 1 s",
+                step["failed"], False)
+        else:
+            row(f"{biggest:,} idle clients: one message reaches all in < 1 s",
+                f"{step['slowest'] * 1000:,.0f} ms", step["slowest"] < 1,
+                f"{abs(step['slowest'] - 1) * 1000:,.0f} ms "
+                + ("to spare" if step["slowest"] < 1 else "over"))
+            theirs = relay.get("sweep", {}).get(biggest, {})
+            if "rss" in theirs:
+                value = step["rss"] / theirs["rss"]
+                row(f"{biggest:,} idle clients: RSS <= 1.5x the relay",
+                    f"{value:.2f}x ({step['rss'] / 1e6:,.0f} vs "
+                    f"{theirs['rss'] / 1e6:,.0f} MB)",
+                    value <= 1.5, margin(value, 1.5, False))
+    if "stuck-reader stuck lost" in ours:
+        row("stuck reader: no delivery lost to the healthy clients",
+            f"{ours['stuck-reader stuck lost']:,} lost of "
+            f"{ours['stuck-reader MB toward the stuck client']:.1f} MB sent toward it",
+            ours["stuck-reader stuck lost"] == 0)
+        calm = ours["stuck-reader calm latency p99"]
+        stuck = ours["stuck-reader stuck latency p99"]
+        value = stuck / calm
+        row("stuck reader: healthy p99 <= 1.5x the same run without it",
+            f"{value:.2f}x ({stuck * 1000:,.1f} vs {calm * 1000:,.1f} ms)", value <= 1.5,
+            margin(value, 1.5, False))
+    lost = sum(v for k, v in ours.items() if k.endswith("lost") and isinstance(v, int))
+    lost += sum(step.get("lost", 0) for size, step in ours.get("sweep", {}).items()
+                if isinstance(size, int))
+    corrupt = ours.get("corrupt frames", 0) + ours.get("sweep", {}).get("corrupt frames", 0)
+    abnormal = (ours.get("closed abnormally", 0)
+                + ours.get("sweep", {}).get("closed abnormally", 0))
+    row("no loss, no corrupt frame, no abnormal close, anywhere",
+        f"{lost:,} lost, {corrupt:,} corrupt, {abnormal:,} closed abnormally",
+        not (lost or corrupt or abnormal))
+
+
+def margin(value, bound, at_least):
+    """How far a ratio is from its bound, in words."""
+    good = value >= bound if at_least else value <= bound
+    if good:
+        return f"{abs(value / bound - 1):.0%} to spare"
+    if max(value / bound, bound / value) >= 2:
+        return f"{max(value / bound, bound / value):.1f}x " + ("short" if at_least else "over")
+    return f"{abs(value / bound - 1):.0%} " + ("short" if at_least else "over")
 
 
 def show(metric, value):
-    if "latency" in metric or "slowest" in metric:
+    if value is None:
+        return "-"
+    if isinstance(value, str):
+        return value
+    if "latency" in metric:
         return f"{value * 1000:,.1f}"
     if isinstance(value, int):
         return f"{value:,}"
     return f"{value:,.0f}" if value >= 100 else f"{value:,.1f}"
 
 
-# ---------------------------------------------------------------- the yardstick
-# What someone would write instead: a plain asyncio relay on the `websockets` library,
-# with its defaults (permessage-deflate on). No validation, rate limit or history.
+def draw_sweep(results, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
 
-async def relay(port):
-    from websockets.asyncio.server import broadcast, serve
-    connected = set()
-
-    async def handler(ws):
-        connected.add(ws)
-        try:
-            async for message in ws:
-                broadcast(connected, message)
-        except ConnectionClosed:
-            pass  # the client vanished without a goodbye
-        finally:
-            connected.discard(ws)
-
-    async with serve(handler, "127.0.0.1", port, max_size=None) as server:
-        await server.serve_forever()
+    figure, axes = plt.subplots(1, 3, figsize=(14, 4.6))
+    panels = (("slowest delivery, one message to all (ms)",
+               lambda r: r["slowest"] * 1e3, "log"),
+              ("server memory per client (KB)", lambda r: r["per client"] / 1e3, "linear"),
+              ("server threads", lambda r: r["threads"], "log"))
+    sizes = sorted({step for result in results.values()
+                    for step in result.get("sweep", {}) if isinstance(step, int)})
+    for ax, (title, value, scale) in zip(axes, panels):
+        for name, result in results.items():
+            # A size the server failed still has its memory and threads, not its speed.
+            rows = [(step, row) for step, row in result.get("sweep", {}).items()
+                    if isinstance(step, int) and "rss" in row
+                    and ("failed" not in row or "slowest" not in title)]
+            failed = [step for step, row in result.get("sweep", {}).items()
+                      if isinstance(step, int) and "failed" in row]
+            label = SERVERS[name]["label"] + (f" (failed at {failed[0]:,})" if failed else "")
+            ax.plot([s for s, _ in rows], [value(r) for _, r in rows], marker="o", label=label)
+        ax.set_xscale("log")
+        ax.set_yscale(scale)
+        ax.set_xticks(sizes, [f"{s:,}" for s in sizes])
+        ax.minorticks_off()
+        ax.set_xlabel("idle clients")
+        ax.set_title(title, fontsize=10)
+        ax.grid(True, alpha=0.3)
+    handles, labels = axes[0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8)
+    figure.suptitle("bench.py sweep: one message to N idle clients, each server alone "
+                    f"on {os.cpu_count()} cores", fontsize=11)
+    figure.tight_layout(rect=(0, 0.07, 1, 1))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    figure.savefig(path, dpi=100)
+    progress("all", f"drew the sweep to {os.path.relpath(path)}")
 
 
 if __name__ == "__main__":

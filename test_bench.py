@@ -1,0 +1,69 @@
+"""bench.py's clients must behave like browsers and judge every frame; quick, no servers."""
+import asyncio
+import json
+
+import pytest
+
+pytest.importorskip("websockets")  # in requirements-bench.txt, not requirements.txt
+import bench  # noqa: E402
+
+
+def test_clients_never_push_back_and_offer_compression(monkeypatch):
+    seen = {}
+
+    class Connected:
+        async def send(self, frame):
+            pass
+
+        def __aiter__(self):
+            return self
+
+        async def __anext__(self):
+            raise StopAsyncIteration
+
+    async def fake_connect(url, **options):
+        seen.update(options)
+        return Connected()
+
+    monkeypatch.setattr(bench, "connect", fake_connect)
+    no_wait = asyncio.sleep
+    monkeypatch.setattr(bench.asyncio, "sleep", lambda seconds: no_wait(0))
+    asyncio.run(bench.open_clients("ours", 1, 1))
+    assert seen["max_queue"] is None  # a page's onmessage queue has no limit
+    assert seen["compression"] == "deflate"  # browsers offer permessage-deflate
+
+
+@pytest.mark.parametrize("sizes", [bench.FULL, bench.QUICK])
+def test_the_stuck_reader_gets_more_than_loopback_buffers_absorb(sizes):
+    kernel_absorbs = 4 * 1024 * 1024  # net.ipv4.tcp_wmem's maximum, on Linux by default
+    messages = sizes["stuck_healthy"] * 4 * sizes["stuck_seconds"]
+    assert messages * 1000 > kernel_absorbs
+
+
+def test_a_cut_frame_is_counted_as_corrupt():
+    whole = json.dumps({"name": "a", "message": "1.0 hello"})
+    assert bench.Plain.unpack(None, whole)["name"] == "a"
+    for bad in (whole[:-5], "[1, 2]", "\x81\x7ehello"):
+        with pytest.raises(ValueError):
+            bench.Plain.unpack(None, bad)
+
+
+def test_socketio_frames_are_judged_and_pings_answered():
+    answered = []
+
+    class Socket:
+        async def send(self, frame):
+            answered.append(frame)
+
+    async def scenario():
+        packet = bench.SocketIO.pack({"name": "a", "message": "1.0 hi"})
+        assert bench.SocketIO.unpack(Socket(), packet) == {"name": "a", "message": "1.0 hi"}
+        assert bench.SocketIO.unpack(Socket(), "2") is None
+        assert bench.SocketIO.unpack(Socket(), '40{"sid":"x"}') is None
+        for bad in (packet[:-3], '42["other", {}]', "hello"):
+            with pytest.raises(ValueError):
+                bench.SocketIO.unpack(Socket(), bad)
+        await asyncio.sleep(0)  # the answer is sent from a task
+
+    asyncio.run(scenario())
+    assert answered == ["3"]
