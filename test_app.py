@@ -124,8 +124,6 @@ def test_a_missing_or_empty_name_becomes_anonymous(clients, payload):
     ("x" * chat.MAX_FRAME_CHARS, "not valid JSON"),
     # Text that would show as something it is not (text_rules.py).
     (json.dumps({"message": "hi", "name": "\u202eevil"}), "reverses text (U+202E)"),
-    *[(json.dumps({"message": "hi", "name": f"Ada{control}"}), "reverses text")
-      for control in "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u2066\u2067\u2068\u2069"],
     (json.dumps({"message": "hi", "name": "Ada\nBob: hi"}), "line breaks"),
     (json.dumps({"message": "hi", "name": "\u200b\u3164"}), "name has nothing visible"),
     (json.dumps({"message": "\u200b\u200c\u200d\u2060\ufeff"}), "nothing visible"),
@@ -149,6 +147,14 @@ def test_limits_are_inclusive(clients):
     ada, bob = clients
     say(ada, "m" * 1000, name="n" * 32)
     assert receive(bob) == {"name": "n" * 32, "message": "m" * 1000}
+
+
+def test_names_with_any_bidi_control_are_refused(clients):
+    ada, bob = clients
+    for control in "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069":
+        say(ada, "hi", name=f"Ada{control}")
+        assert "reverses text" in receive(ada)["error"]
+    assert_nothing_arrives(bob)
 
 
 @pytest.mark.parametrize("name, message", [
