@@ -6,6 +6,7 @@ import collections
 import json
 import logging
 import os
+import pathlib
 import queue
 import socket
 import struct
@@ -14,8 +15,11 @@ import threading
 import time
 from urllib.parse import urlsplit
 
-from flask import Flask, abort, request, send_file
+from flask import Flask, abort, request
 from flask_sock import Sock
+
+import headers
+import text_rules
 
 HISTORY_SIZE = 10            # messages a newcomer is shown on arrival
 MAX_MESSAGE_CHARS = 1000     # a long paragraph; more is a paste that floods every screen
@@ -53,7 +57,9 @@ clients_lock = threading.Lock()
 
 @app.get("/")
 def index():
-    return send_file("chat.html")
+    # Read each time, so that an edited page is served, with its script's new hash.
+    page = pathlib.Path(app.root_path, "chat.html").read_text(encoding="utf-8")
+    return page, headers.for_page(page)
 
 
 @sock.route("/ws")
@@ -126,14 +132,20 @@ def parse_message(frame):
     if not isinstance(name, (str, type(None))):
         raise ValueError('"name" must be a string.')
     name, message = (name or "").strip(), message.strip()
-    if not 1 <= len(message) <= MAX_MESSAGE_CHARS:
-        raise ValueError(f'"message" must be 1 to {MAX_MESSAGE_CHARS} characters.')
+    if not message:
+        raise ValueError("Your message is empty.")
+    if len(message) > MAX_MESSAGE_CHARS:
+        raise ValueError(f"Your message is too long: {len(message):,} characters;"
+                         f" the limit is {MAX_MESSAGE_CHARS:,}.")
     if len(name) > MAX_NAME_CHARS:
-        raise ValueError(f'"name" must be at most {MAX_NAME_CHARS} characters.')
+        raise ValueError(f"Your name is too long: {len(name):,} characters;"
+                         f" the limit is {MAX_NAME_CHARS:,}.")
     try:  # a lone surrogate such as "\ud800" would break every client's writer
         (name + message).encode("utf-8")
     except UnicodeEncodeError:
-        raise ValueError("That text contains invalid characters.") from None
+        raise ValueError("Your text contains a broken character (a lone surrogate)"
+                         " that cannot be sent.") from None
+    text_rules.check(name, message)  # nothing invisible, reversed or piled up
     return {"name": name or "anonymous", "message": message}
 
 

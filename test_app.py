@@ -15,6 +15,7 @@ import simple_websocket
 from werkzeug.serving import make_server
 
 import app as chat
+import text_rules
 
 TIMEOUT = 5  # seconds any single wait may take before the test fails
 
@@ -112,13 +113,25 @@ def test_a_missing_or_empty_name_becomes_anonymous(clients, payload):
     ('{"name": "Ada"}', '"message" must be a string'),
     ('{"message": 42}', '"message" must be a string'),
     ('{"message": "hi", "name": 7}', '"name" must be a string'),
-    ('{"message": ""}', "1 to 1000 characters"),
-    ('{"message": "   \\n "}', "1 to 1000 characters"),
-    (json.dumps({"message": "x" * 1001}), "1 to 1000 characters"),
-    (json.dumps({"message": "hi", "name": "n" * 33}), "at most 32 characters"),
-    ('{"message": "\\ud800"}', "invalid characters"),
+    ('{"message": ""}', "Your message is empty."),
+    ('{"message": "   \\n "}', "Your message is empty."),
+    (json.dumps({"message": "x" * 1234}),
+     "Your message is too long: 1,234 characters; the limit is 1,000."),
+    (json.dumps({"message": "hi", "name": "n" * 33}),
+     "Your name is too long: 33 characters; the limit is 32."),
+    ('{"message": "\\ud800"}', "broken character"),
     (b"\x00\x01binary", "binary"),
     ("x" * chat.MAX_FRAME_CHARS, "not valid JSON"),
+    # Text that would show as something it is not (text_rules.py).
+    (json.dumps({"message": "hi", "name": "\u202eevil"}), "reverses text (U+202E)"),
+    (json.dumps({"message": "hi", "name": "Ada\nBob: hi"}), "line breaks"),
+    (json.dumps({"message": "hi", "name": "\u200b\u3164"}), "name has nothing visible"),
+    (json.dumps({"message": "\u200b\u200c\u200d\u2060\ufeff"}), "nothing visible"),
+    (json.dumps({"message": "\u0301\u0302\u0303"}), "nothing visible"),  # marks alone
+    (json.dumps({"message": "\u3164 \u2800 \u00a0\u202e"}), "nothing visible"),
+    (json.dumps({"message": "Z" + "\u0301" * 999}), "too many accents"),
+    (json.dumps({"message": "Z" + "\u0301\u200d" * 6}), "too many accents"),
+    (json.dumps({"message": "hi", "name": "Z" + "\u0301" * 6}), "name stacks too many"),
 ])
 def test_bad_input_gets_an_error_and_nothing_else_happens(clients, frame, words):
     ada, bob = clients
@@ -134,6 +147,27 @@ def test_limits_are_inclusive(clients):
     ada, bob = clients
     say(ada, "m" * 1000, name="n" * 32)
     assert receive(bob) == {"name": "n" * 32, "message": "m" * 1000}
+
+
+def test_names_with_any_bidi_control_are_refused(clients):
+    ada, bob = clients
+    for control in "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069":
+        say(ada, "hi", name=f"Ada{control}")
+        assert "reverses text" in receive(ada)["error"]
+    assert_nothing_arrives(bob)
+
+
+@pytest.mark.parametrize("name, message", [
+    ("Ada", "Tiếng Việt, עִבְרִית, हिन्दी, 👩\u200d💻, 1\ufe0f\u20e3"),  # real accents and emoji
+    ("Ada", "Z" + "\u0301" * text_rules.MAX_MARKS_PER_CHAR),
+    ("Ada", "\u202egnp.exe"),  # messages may hold bidi controls: the page isolates them
+    ("Ada", "first line\nsecond line"),
+    ("سارة", "مرحبا"),
+])
+def test_text_that_only_looks_unusual_is_accepted(clients, name, message):
+    ada, bob = clients
+    say(ada, message, name=name)
+    assert receive(bob) == {"name": name, "message": message}
 
 
 def test_a_message_over_64_kib_closes_with_1009(server, monkeypatch):

@@ -1,4 +1,6 @@
-"""Make docs/screenshot.png: two people chatting, as seen in Ada's window.
+"""Make the screenshots in docs/: two people chatting, as seen in Ada's window, in the
+light and the dark scheme, at desktop and at phone size. docs/screenshot.png is the
+README's.
 
 Run it from the project's folder, with what the browser tests need (see test_browser.py):
 
@@ -12,7 +14,7 @@ sys.path.insert(0, str(ROOT))
 
 from playwright.sync_api import expect, sync_playwright  # noqa: E402
 
-from test_browser import join_chat, launch_chromium, say, start_server, stop_server  # noqa: E402
+from test_browser import SIZES, join_chat, launch_chromium, say, start_server, stop_server  # noqa: E402,E501
 
 CONVERSATION = [
     ("Ada", "Hi Bob! Can you see this?"),
@@ -21,31 +23,41 @@ CONVERSATION = [
     ("Bob", "And when I reload, the last ten are still there. Nice!"),
     ("Ada", "<b>Markup</b> arrives as plain text, by the way."),
 ]
+SHOTS = {  # file: (scheme, size, pixels per CSS pixel)
+    "screenshot.png": ("light", "desktop", 1),
+    "screenshot-dark.png": ("dark", "desktop", 1),
+    "screenshot-phone.png": ("light", "phone", 2),
+    "screenshot-phone-dark.png": ("dark", "phone", 2),
+}
 
 
-def main(path=ROOT / "docs" / "screenshot.png", width=720, scale=2):
-    httpd = start_server()
-    url = f"http://127.0.0.1:{httpd.server_port}/"
+def shoot(browser, url, path, scheme, size, scale):
+    pages = {}
+    for name in ("Ada", "Bob"):
+        context = browser.new_context(viewport=SIZES[size], device_scale_factor=scale,
+                                      color_scheme=scheme)
+        pages[name] = join_chat(context.new_page(), url, name)
+    for count, (name, message) in enumerate(CONVERSATION, start=1):
+        say(pages[name], message)
+        for page in pages.values():  # so the two people take turns
+            expect(page.locator("#messages li")).to_have_count(count)
+    ada = pages["Ada"]
+    ada.fill("#message", "Shall we build it step by step?")
+    ada.screenshot(path=path)
+    for page in pages.values():
+        page.context.close()
+    print(f"saved {path}")
+
+
+def main():
     with sync_playwright() as playwright:
         browser = launch_chromium(playwright)
-        pages = {}
-        for name in ("Ada", "Bob"):
-            context = browser.new_context(viewport={"width": width, "height": 300},
-                                          device_scale_factor=scale)
-            pages[name] = join_chat(context.new_page(), url, name)
-        for count, (name, message) in enumerate(CONVERSATION, start=1):
-            say(pages[name], message)
-            for page in pages.values():  # so the two people take turns
-                expect(page.locator("#messages li")).to_have_count(count)
-        ada = pages["Ada"]
-        ada.fill("#message", "Shall we build it step by step?")
-        # Exactly as tall as the chat: a full-page shot would misplace the sticky header.
-        height = ada.evaluate("document.documentElement.scrollHeight")
-        ada.set_viewport_size({"width": width, "height": height})
-        ada.screenshot(path=path)
+        for file, (scheme, size, scale) in SHOTS.items():
+            httpd = start_server()  # each shot starts from an empty room
+            shoot(browser, f"http://127.0.0.1:{httpd.server_port}/", ROOT / "docs" / file,
+                  scheme, size, scale)
+            stop_server(httpd)
         browser.close()
-    stop_server(httpd)
-    print(f"saved {path}")
 
 
 if __name__ == "__main__":
