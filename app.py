@@ -17,6 +17,8 @@ from urllib.parse import urlsplit
 from flask import Flask, abort, request, send_file
 from flask_sock import Sock
 
+import frames
+
 HISTORY_SIZE = 10            # messages a newcomer is shown on arrival
 MAX_MESSAGE_CHARS = 1000     # a long paragraph; more is a paste that floods every screen
 MAX_NAME_CHARS = 32          # fits on one line beside the message
@@ -59,6 +61,7 @@ def index():
 @sock.route("/ws")
 def chat(ws):
     tune_socket(ws.sock)
+    frames.share_socket(ws)  # from now on every write on it goes out whole
     outbox = join(ws)
     # The only thread that sends on this socket: two senders corrupt the stream.
     writer = threading.Thread(target=write_frames, args=(ws, outbox))
@@ -106,7 +109,7 @@ def receive_messages(ws, outbox):
             allowance -= 1
             broadcast(parse_message(frame))
         except (ValueError, ConnectionError) as error:  # bad input, or Redis away
-            queue_frame(ws, outbox, json.dumps({"error": str(error)}))
+            queue_frame(ws, outbox, frames.text_frame(json.dumps({"error": str(error)})))
 
 
 def parse_message(frame):
@@ -145,7 +148,9 @@ def broadcast(message):
         deliver(frame)
 
 
-def deliver(frame):
+def deliver(text):
+    # Servers do not mask their frames, so one frame's bytes suit every client.
+    frame = frames.text_frame(text)
     with clients_lock:  # one lock, so every client gets the frames in one order
         history.append(frame)
         for ws, outbox in clients.items():
@@ -163,9 +168,24 @@ def queue_frame(ws, outbox, frame):
 def write_frames(ws, outbox):
     try:
         for frame in iter(outbox.get, None):
-            ws.send(frame)
-    except Exception:  # closed, reset, closing, or SEND_TIMEOUT passed: it is over
+            if not frames.send_whole(ws, [frame, *frames_waiting(outbox)]):
+                return  # the connection is closing: the library says goodbye
+    except Exception:  # reset, SEND_TIMEOUT passed, or anything else: it is over
         hang_up(ws)
+
+
+def frames_waiting(outbox):
+    """The frames queued behind the one taken, to send them all in one write."""
+    waiting, size = [], 0
+    # Up to what the kernel holds for the client: a bigger write would only wait there.
+    while size < SEND_BUFFER and not outbox.empty():  # we are its only reader
+        frame = outbox.get()
+        if frame is None:  # the connection is over: leave the end for the loop
+            outbox.put(None)
+            break
+        waiting.append(frame)
+        size += len(frame)
+    return waiting
 
 
 def hang_up(ws):
