@@ -400,6 +400,17 @@ def test_the_writer_hangs_up_whatever_the_write_raises(error):
     assert done and set(done) == {"shutdown"}
 
 
+def test_a_write_that_fails_part_way_cuts_the_connection_itself():
+    """At once, under the lock: the library's next pong must not follow part of a frame."""
+    def sendall(data):
+        raise BlockingIOError(11, "SEND_TIMEOUT passed, part of the frame written")
+
+    ws, done = fake_connection(sendall)
+    with pytest.raises(BlockingIOError):
+        frames.send_whole(ws, [frames.text_frame("a frame")])
+    assert done == ["shutdown"]
+
+
 def test_the_writer_sends_what_waits_in_one_write_and_nothing_once_closing():
     written = []
     ws, done = fake_connection(written.append)
