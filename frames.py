@@ -19,7 +19,7 @@ from wsproto.frame_protocol import FrameProtocol
 
 
 def text_frame(text):
-    """The bytes of a server's text frame: servers do not mask, so they suit every client."""
+    """The bytes of a server's text frame: unmasked, as servers send, so fit for anyone."""
     # A new FrameProtocol each time: it keeps state, and many threads encode at once.
     return bytes(FrameProtocol(client=False, extensions=[]).send_data(text))
 

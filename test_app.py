@@ -305,7 +305,7 @@ def test_compression_offered_as_browsers_do_is_declined(server):
 
 
 def send_text_frame(s, text, opcode=0x1):
-    """Send a short text frame (or a ping: opcode 0x9), masked as every client frame must be."""
+    """Send a short text frame (a ping with opcode 0x9), masked as client frames must be."""
     payload = text.encode()
     assert len(payload) < 126  # longer ones need an extended length
     mask = os.urandom(4)
@@ -428,7 +428,8 @@ def test_the_writer_sends_what_waits_in_one_write_and_nothing_once_closing():
 
 
 def test_frames_refuse_a_connection_that_was_offered_compression():
-    ws = SimpleNamespace(sock=None, environ={"HTTP_SEC_WEBSOCKET_EXTENSIONS": "permessage-deflate"})
+    offer = {"HTTP_SEC_WEBSOCKET_EXTENSIONS": "permessage-deflate"}
+    ws = SimpleNamespace(sock=None, environ=offer)
     with pytest.raises(RuntimeError):
         frames.share_socket(ws)
 
@@ -437,9 +438,10 @@ def read_strictly(s, enough, chunk=65536, pause=0):
     """Read the server's stream as a client with wsproto, which checks every byte of it.
 
     Returns the text messages and pong payloads received, until enough(messages, pongs)
-    is true or the stream ends; reads at most `chunk` bytes every `pause` seconds. The stream may end in the middle of a frame (the server cut the
-    connection: a client sees it as any dropped connection), but a frame that does not
-    parse, or a close frame for a protocol error, fails the test.
+    is true or the stream ends; reads at most `chunk` bytes every `pause` seconds. The
+    stream may end in the middle of a frame (the server cut the connection: a client sees
+    that as any dropped connection), but a frame that does not parse, or a close frame
+    for a protocol error, fails the test.
     """
     client = Connection(ConnectionType.CLIENT)
     messages, pongs, text = [], [], ""
