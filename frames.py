@@ -68,7 +68,7 @@ class WholeWrites:
     def write(self, data):
         try:
             self.sock.sendall(data)  # each send() inside waits at most SO_SNDTIMEO
-        except BaseException:
+        except BaseException:  # cut it before the lock is let go: nothing may follow
             try:
                 self.sock.shutdown(socket.SHUT_RDWR)
             except OSError:
