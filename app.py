@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 from flask import Flask, abort, request
 from flask_sock import Sock
 
+import frames
 import headers
 import text_rules
 
@@ -65,6 +66,7 @@ def index():
 @sock.route("/ws")
 def chat(ws):
     tune_socket(ws.sock)
+    frames.share_socket(ws)  # from now on every write on it goes out whole
     outbox = join(ws)
     # The only thread that sends on this socket: two senders corrupt the stream.
     writer = threading.Thread(target=write_frames, args=(ws, outbox))
@@ -112,7 +114,7 @@ def receive_messages(ws, outbox):
             allowance -= 1
             broadcast(parse_message(frame))
         except (ValueError, ConnectionError) as error:  # bad input, or Redis away
-            queue_frame(ws, outbox, json.dumps({"error": str(error)}))
+            queue_frame(ws, outbox, frames.text_frame(json.dumps({"error": str(error)})))
 
 
 def parse_message(frame):
@@ -157,7 +159,9 @@ def broadcast(message):
         deliver(frame)
 
 
-def deliver(frame):
+def deliver(text):
+    # Servers do not mask their frames, so one frame's bytes suit every client.
+    frame = frames.text_frame(text)
     with clients_lock:  # one lock, so every client gets the frames in one order
         history.append(frame)
         for ws, outbox in clients.items():
@@ -175,9 +179,24 @@ def queue_frame(ws, outbox, frame):
 def write_frames(ws, outbox):
     try:
         for frame in iter(outbox.get, None):
-            ws.send(frame)
-    except Exception:  # closed, reset, closing, or SEND_TIMEOUT passed: it is over
+            if not frames.send_whole(ws, [frame, *frames_waiting(outbox)]):
+                return  # the connection is closing: the library says goodbye
+    except Exception:  # reset, SEND_TIMEOUT passed, or anything else: it is over
         hang_up(ws)
+
+
+def frames_waiting(outbox):
+    """The frames queued behind the one taken, to send them all in one write."""
+    waiting, size = [], 0
+    # Up to what the kernel holds for the client: a bigger write would only wait there.
+    while size < SEND_BUFFER and not outbox.empty():  # we are its only reader
+        frame = outbox.get()
+        if frame is None:  # the connection is over: leave the end for the loop
+            outbox.put(None)
+            break
+        waiting.append(frame)
+        size += len(frame)
+    return waiting
 
 
 def hang_up(ws):

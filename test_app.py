@@ -13,8 +13,11 @@ from types import SimpleNamespace
 import pytest
 import simple_websocket
 from werkzeug.serving import make_server
+from wsproto.connection import Connection, ConnectionState, ConnectionType
+from wsproto.events import CloseConnection, Pong, TextMessage
 
 import app as chat
+import frames
 import text_rules
 
 TIMEOUT = 5  # seconds any single wait may take before the test fails
@@ -335,13 +338,13 @@ def test_compression_offered_as_browsers_do_is_declined(server):
     bob.close()
 
 
-def send_text_frame(s, text):
-    """Send a short text frame, masked as every client frame must be."""
+def send_text_frame(s, text, opcode=0x1):
+    """Send a short text frame (a ping with opcode 0x9), masked as client frames must be."""
     payload = text.encode()
     assert len(payload) < 126  # longer ones need an extended length
     mask = os.urandom(4)
     masked = bytes(byte ^ mask[i % 4] for i, byte in enumerate(payload))
-    s.sendall(bytes([0x81, 0x80 | len(payload)]) + mask + masked)
+    s.sendall(bytes([0x80 | opcode, 0x80 | len(payload)]) + mask + masked)
 
 
 def receive_exactly(s, size):
@@ -407,20 +410,156 @@ def test_a_client_too_far_behind_is_dropped_at_once(server, monkeypatch):
     stalled.close()
 
 
-def test_the_writer_hangs_up_whatever_send_raises():
-    """wsproto raises LocalProtocolError if the library's reader thread is closing the
-    connection at that moment: the writer must hang up, not die with a traceback."""
-    from wsproto.utilities import LocalProtocolError
+def fake_connection(sendall, state=ConnectionState.OPEN):
+    """A websocket whose socket records what is done to it and writes with sendall."""
+    done = []
+    sock = SimpleNamespace(sendall=sendall, shutdown=lambda how: done.append("shutdown"))
+    ws = SimpleNamespace(sock=sock, ws=SimpleNamespace(state=state), environ={})
+    frames.share_socket(ws)
+    return ws, done
 
-    def send(frame):
-        raise LocalProtocolError("Event TextMessage cannot be sent in state LOCAL_CLOSING")
 
-    shutdowns = []
-    ws = SimpleNamespace(send=send, sock=SimpleNamespace(shutdown=shutdowns.append))
+@pytest.mark.parametrize("error", [BlockingIOError(11, "SEND_TIMEOUT passed"),
+                                   ConnectionResetError(), BrokenPipeError(),
+                                   RuntimeError("anything else")])
+def test_the_writer_hangs_up_whatever_the_write_raises(error):
+    """Whatever the write raises, the writer hangs up: it must not die with a traceback."""
+    def sendall(data):
+        raise error
+
+    ws, done = fake_connection(sendall)
     outbox = queue.SimpleQueue()
-    outbox.put("a frame")
+    outbox.put(frames.text_frame("a frame"))
     chat.write_frames(ws, outbox)  # returns, having hung up
-    assert shutdowns == [socket.SHUT_RDWR]
+    assert done and set(done) == {"shutdown"}
+
+
+def test_a_write_that_fails_part_way_cuts_the_connection_itself():
+    """At once, under the lock: the library's next pong must not follow part of a frame."""
+    def sendall(data):
+        raise BlockingIOError(11, "SEND_TIMEOUT passed, part of the frame written")
+
+    ws, done = fake_connection(sendall)
+    with pytest.raises(BlockingIOError):
+        frames.send_whole(ws, [frames.text_frame("a frame")])
+    assert done == ["shutdown"]
+
+
+def test_the_writer_sends_what_waits_in_one_write_and_nothing_once_closing():
+    written = []
+    ws, done = fake_connection(written.append)
+    outbox = queue.SimpleQueue()
+    for text in ("one", "two", "three"):
+        outbox.put(frames.text_frame(text))
+    outbox.put(None)
+    chat.write_frames(ws, outbox)
+    assert written == [b"\x81\x03one\x81\x03two\x81\x05three"] and done == []
+    # The library's reader thread has begun to close: no data frame may follow its close.
+    ws.ws.state = ConnectionState.LOCAL_CLOSING
+    outbox.put(frames.text_frame("too late"))
+    chat.write_frames(ws, outbox)  # returns at once
+    assert len(written) == 1 and done == []
+
+
+def test_frames_refuse_a_connection_that_was_offered_compression():
+    offer = {"HTTP_SEC_WEBSOCKET_EXTENSIONS": "permessage-deflate"}
+    ws = SimpleNamespace(sock=None, environ=offer)
+    with pytest.raises(RuntimeError):
+        frames.share_socket(ws)
+
+
+def read_strictly(s, enough, chunk=65536, pause=0):
+    """Read the server's stream as a client with wsproto, which checks every byte of it.
+
+    Returns the text messages and pong payloads received, until enough(messages, pongs)
+    is true or the stream ends; reads at most `chunk` bytes every `pause` seconds. The
+    stream may end in the middle of a frame (the server cut the connection: a client sees
+    that as any dropped connection), but a frame that does not parse, or a close frame
+    for a protocol error, fails the test.
+    """
+    client = Connection(ConnectionType.CLIENT)
+    messages, pongs, text = [], [], ""
+    while not enough(messages, pongs):
+        time.sleep(pause)
+        try:
+            data = s.recv(chunk)
+        except ConnectionResetError:
+            data = b""
+        if not data:
+            break
+        client.receive_data(data)
+        for event in client.events():
+            if isinstance(event, TextMessage):
+                text += event.data
+                if event.message_finished:
+                    messages.append(json.loads(text))
+                    text = ""
+            elif isinstance(event, Pong):
+                pongs.append(event.payload.decode())
+            elif isinstance(event, CloseConnection):
+                assert event.code < 1002, f"a corrupt stream: {event.code} {event.reason}"
+                return messages, pongs
+            else:
+                raise AssertionError(f"unexpected {event}")
+    return messages, pongs
+
+
+def numbered(n):
+    """A message of 1,000 characters, about 6 KB once JSON escapes each \x01 as \\u0001."""
+    return f"{n:03} " + "\x01" * 996
+
+
+def test_a_client_that_pauses_reading_gets_whole_frames_or_is_cut_off(server, monkeypatch):
+    """The issue's case: with the send timeout short, the old writer left a frame half
+    written and went on with the next frame's bytes once the client read again."""
+    monkeypatch.setattr(chat, "SEND_TIMEOUT", 1)
+    monkeypatch.setattr(chat, "RATE_BURST", 1000)
+    paused, _ = raw_handshake(server, receive_buffer=4096)
+    ada = connect(server)
+    wait_until(lambda: len(chat.clients) == 2)
+    count = 3 * chat.SEND_BUFFER // 6000  # more than the kernel holds on the way
+    for n in range(count):
+        say(ada, numbered(n))
+    assert receive_until(ada, numbered(count - 1))[0] == numbered(0)
+    # The buffers toward the paused client are full now. Read again between one and two
+    # SEND_TIMEOUTs later: the old writer's send() had given up on a frame half written
+    # after one, and the next frame was waiting to follow it.
+    time.sleep(1.5)
+    messages, _ = read_strictly(paused, lambda messages, _: len(messages) == count)
+    assert len(messages) >= 10  # what the kernel held, at least
+    assert [m["message"] for m in messages] == [numbered(n) for n in range(len(messages))]
+    say(ada, "the others carry on")
+    assert receive(ada)["message"] == "the others carry on"
+    ada.close()
+    paused.close()
+
+
+def test_pongs_from_the_library_never_interleave_with_our_frames(server, monkeypatch):
+    """The library's reader thread answers pings on the same socket as our writer."""
+    monkeypatch.setattr(chat, "RATE_BURST", 1000)
+    reader, _ = raw_handshake(server, receive_buffer=4096)
+    ada = connect(server)
+    wait_until(lambda: len(chat.clients) == 2)
+    count = 4 * chat.SEND_BUFFER // 6000  # the writer waits for the reader, mid-frame
+    for n in range(count):
+        say(ada, numbered(n))
+    pings = [f"ping {n}" for n in range(100)]
+
+    def ping_meanwhile():
+        for payload in pings:
+            send_text_frame(reader, payload, opcode=0x9)
+            time.sleep(0.002)
+
+    pinger = threading.Thread(target=ping_meanwhile)
+    pinger.start()
+    messages, pongs = read_strictly(
+        reader, lambda messages, pongs: len(messages) == count and len(pongs) == len(pings),
+        chunk=2048, pause=0.001)
+    pinger.join(TIMEOUT)
+    assert [m["message"] for m in messages] == [numbered(n) for n in range(count)]
+    assert pongs == pings
+    ada.close()
+    reader.close()
 
 
 def test_a_peer_that_vanishes_silently_is_removed_by_ping(server, monkeypatch):
