@@ -266,6 +266,11 @@ def write_nothing_after_the_close(response):
 
 class NothingMore(Response):
     def __call__(self, environ, start_response):
+        # Reading ends too, or Werkzeug would wait on this socket for another request.
+        try:
+            environ["werkzeug.socket"].shutdown(socket.SHUT_RD)
+        except OSError:
+            pass  # already gone
         raise ConnectionAbortedError("the websocket is closed: nothing more to send")
 
 
