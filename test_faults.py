@@ -295,10 +295,10 @@ def process_counts(pid):
 @pytest.mark.slow
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads /proc")
 def test_running_out_of_descriptors_refuses_newcomers_and_recovers(tmp_path):
-    limit = 200  # as `ulimit -n 200`; the app raises its soft limit to this hard one
+    limit = 200  # a hard limit of 200, the soft one half that: the app raises it
 
     def low_limit():
-        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit // 2, limit))
 
     log = open(tmp_path / "server.log", "w+")
     server = subprocess.Popen([sys.executable, "-c", SERVE], cwd=HERE, stdout=subprocess.PIPE,
@@ -320,6 +320,7 @@ def test_running_out_of_descriptors_refuses_newcomers_and_recovers(tmp_path):
                 read_until_eof(s)  # Werkzeug a selector that only a gc run frees)
                 s.close()
         assert set(statuses) == {"101", "503"}  # the full server refuses, cleanly
+        assert statuses.count("101") == limit - limits.SPARE_FDS - 1  # healthy is one
         assert statuses.index("503") == statuses.count("101")  # and from then on
 
         # No busy loop: the process is idle while full.
