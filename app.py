@@ -15,11 +15,15 @@ import threading
 import time
 from urllib.parse import urlsplit
 
-from flask import Flask, abort, request
+from flask import Flask, Response, abort, g, request
 from flask_sock import Sock
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 import frames
+import handshake
 import headers
+import limits
+import reader
 import text_rules
 
 HISTORY_SIZE = 10            # messages a newcomer is shown on arrival
@@ -28,25 +32,38 @@ MAX_NAME_CHARS = 32          # fits on one line beside the message
 MAX_FRAME_CHARS = 64 * 1024  # the library closes with 1009 before we read anything bigger
 RATE_BURST = 20              # messages one connection may send at once...
 RATE_PER_SECOND = 5          # ...and on average after that: faster than anyone types
+# (and per address, whatever its number of connections: see limits.py)
 OUTBOX_LIMIT = 2000          # frames waiting for one client; more means it is stuck
 SEND_TIMEOUT = 10            # seconds a socket may accept nothing before we give up on it
 SEND_BUFFER = 64 * 1024      # kernel bytes per client: plenty for chat, little to pin
 PING_INTERVAL = 25           # seconds; finds peers that vanished without saying goodbye
-WAKE_INTERVAL = 25           # seconds; see receive_messages (each wake-up costs CPU)
 # Set it to run several processes as one room, through Redis: see redis_bridge.py.
 REDIS_URL = os.environ.get("REDIS_URL")
+# Behind a LAN or the internet, the host names the chat answers to, e.g.
+# "chat.example.org,192.168.1.20": a page elsewhere that points its own name at our
+# address (DNS rebinding) is refused. Unset, any Host is served, as `flask run` wants.
+ALLOWED_HOSTS = os.environ.get("ALLOWED_HOSTS")
+# Behind reverse proxies, how many: each client's address is then taken from the
+# X-Forwarded-For they add, not the proxy's own (the per-address limits need it).
+TRUSTED_PROXIES = int(os.environ.get("TRUSTED_PROXIES", "0"))
 # One message to thousands of people wakes thousands of writer threads, all queueing for
 # the GIL; at Python's default 5 ms interval they pass it round so often that the
 # broadcast takes seconds. No thread here computes for long, so switch less often.
 SWITCH_INTERVAL = 0.5        # seconds
 
 sys.setswitchinterval(SWITCH_INTERVAL)
+limits.raise_fd_limit()  # each websocket needs a file descriptor: see limits.py
 
 app = Flask(__name__)
 app.logger.setLevel(logging.INFO)
+if TRUSTED_PROXIES:
+    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=TRUSTED_PROXIES)
 app.config["SOCK_SERVER_OPTIONS"] = {
     "ping_interval": PING_INTERVAL,
     "max_message_size": MAX_FRAME_CHARS,
+    # One descriptor per connection, and the handler always hears of its end: reader.py
+    "thread_class": reader.ReaderThread,
+    "selector_class": reader.Selector,
 }
 sock = Sock(app)
 
@@ -65,18 +82,26 @@ def index():
 
 @sock.route("/ws")
 def chat(ws):
+    g.websocket = ws  # see write_nothing_after_the_close
     tune_socket(ws.sock)
     frames.share_socket(ws)  # from now on every write on it goes out whole
     outbox = join(ws)
     # The only thread that sends on this socket: two senders corrupt the stream.
     writer = threading.Thread(target=write_frames, args=(ws, outbox))
-    writer.start()
     try:
+        writer.start()  # inside the try: if it cannot start, we still leave
         receive_messages(ws, outbox)
+    except RuntimeError:
+        if writer.ident is not None:
+            raise
+        # "can't start new thread": out of memory or of threads. Try Again Later (1013)
+        app.logger.warning("%s refused: no thread to spare", request.remote_addr)
+        ws.close(1013, "The server is busy; try again later.")
     finally:
         leave(ws)
         outbox.put(None)
-        writer.join()  # flask-sock sends its close frame after we return
+        if writer.ident is not None:
+            writer.join()  # flask-sock sends its close frame after we return
 
 
 def join(ws):
@@ -100,16 +125,14 @@ def leave(ws):
 def receive_messages(ws, outbox):
     allowance, last_check = RATE_BURST, time.monotonic()
     while True:
-        # simple-websocket can close (1009) without waking a receive() that has
-        # no timeout, so wake up now and then: it raises ConnectionClosed then.
-        frame = ws.receive(timeout=WAKE_INTERVAL)
-        if frame is None:
-            continue
-        now = time.monotonic()
-        allowance = min(RATE_BURST, allowance + (now - last_check) * RATE_PER_SECOND)
-        last_check = now
+        # Raises ConnectionClosed when the connection ends. reader.py makes it also
+        # return when the frame arrived: a client is limited by when it sent, not by
+        # when we got round to its messages.
+        arrival, frame = ws.receive()
+        allowance = min(RATE_BURST, allowance + (arrival - last_check) * RATE_PER_SECOND)
+        last_check = arrival
         try:
-            if allowance < 1:
+            if allowance < 1 or not limits.take_message(request.remote_addr, arrival):
                 raise ValueError("You are sending too fast; wait a moment.")
             allowance -= 1
             broadcast(parse_message(frame))
@@ -226,6 +249,63 @@ def refuse_other_sites():
     if request.path == "/ws" and origin is not None:
         if urlsplit(origin).netloc.lower() != request.host.lower():
             abort(403)
+
+
+@app.before_request
+def refuse_other_hosts():
+    """With ALLOWED_HOSTS set, a page whose own name points at our address is refused."""
+    if ALLOWED_HOSTS and request.host.rsplit(":", 1)[0].lower() not in [
+            host.strip().lower() for host in ALLOWED_HOSTS.split(",")]:
+        return plain_error(400, "This chat does not answer to that host name.")
+
+
+@app.before_request
+def refuse_bad_handshakes():
+    """A malformed handshake gets a 400 that says why (see handshake.py)."""
+    if request.path == "/ws":
+        refusal = handshake.check(request.headers)
+        if refusal:
+            return plain_error(400, refusal, {"Sec-WebSocket-Version": "13"})
+
+
+@app.before_request
+def limit_connections_per_address():
+    """One address (one client, one script) may not fill the room: see limits.py."""
+    if request.path == "/ws":
+        refusal = limits.admit(request.remote_addr)
+        if refusal:
+            return plain_error(*refusal)
+        g.admitted = True
+
+
+@app.teardown_request
+def release_the_address(error):
+    if g.pop("admitted", False):
+        limits.release(request.remote_addr)
+
+
+@app.after_request
+def write_nothing_after_the_close(response):
+    """Under `flask run`, flask-sock lets Werkzeug write "HTTP/1.1 200 OK" onto the
+    socket after the websocket's close frame: garbage to the client. Werkzeug writes
+    nothing for a client that went away, so after a websocket, say that it did."""
+    if getattr(g.get("websocket"), "mode", None) == "werkzeug":
+        return NothingMore()
+    return response
+
+
+class NothingMore(Response):
+    def __call__(self, environ, start_response):
+        # Reading ends too, or Werkzeug would wait on this socket for another request.
+        try:
+            environ["werkzeug.socket"].shutdown(socket.SHUT_RD)
+        except OSError:
+            pass  # already gone
+        raise ConnectionAbortedError("the websocket is closed: nothing more to send")
+
+
+def plain_error(status, text, headers=None):
+    return Response(text + "\n", status, headers, mimetype="text/plain")
 
 
 @app.before_request

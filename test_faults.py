@@ -1,0 +1,347 @@
+"""Faults: hostile clients and a short supply of threads and file descriptors.
+
+Each test runs a real server on loopback, asserts what the healthy clients receive, and
+(through `baseline`) that the server's threads and descriptors come back to where they
+were. The long ones are marked slow (conftest.py).
+"""
+import gc
+import json
+import os
+import resource
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import simple_websocket
+
+import app as chat
+import limits
+from test_app import (TIMEOUT, assert_nothing_arrives, connect, raw_handshake,  # noqa: F401
+                      receive, say, server, wait_until)
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def open_fds():
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.fixture(autouse=True)
+def baseline():
+    """After each test, this process's threads and descriptors return to where they were."""
+    gc.collect()
+    threads, fds = threading.active_count(), open_fds()
+    yield
+    wait_until(lambda: gc.collect() is not None and threading.active_count() <= threads
+               and open_fds() <= fds)
+
+
+@pytest.fixture(autouse=True)
+def fresh_addresses():
+    limits.addresses.clear()  # every test comes from 127.0.0.1: start each afresh
+
+
+def frame(opcode, payload=b"", length=None):
+    """A client frame, masked with a zero key (which leaves the payload as it is)."""
+    length = len(payload) if length is None else length
+    if length < 126:
+        head = bytes([0x80 | opcode, 0x80 | length])
+    elif length < 65536:
+        head = bytes([0x80 | opcode, 0x80 | 126]) + struct.pack("!H", length)
+    else:
+        head = bytes([0x80 | opcode, 0x80 | 127]) + struct.pack("!Q", length)
+    return head + b"\0\0\0\0" + payload
+
+
+def read_until_eof(s):
+    data = b""
+    while chunk := s.recv(65536):
+        data += chunk
+    return data
+
+
+# --- The connection's end is always noticed -------------------------------------------
+
+def test_a_1009_frees_the_connection_and_writes_nothing_after_the_close(server):
+    bob = connect(server)
+    s, response = raw_handshake(server)
+    assert response.split()[1] == "101"
+    wait_until(lambda: len(chat.clients) == 2)
+    s.sendall(frame(0x1, b"x" * (chat.MAX_FRAME_CHARS + 1)))
+    data = read_until_eof(s)  # the server closes: at once, not at a wake-up 25 s later
+    # One close frame, code 1009, and nothing after it (no "HTTP/1.1 200 OK").
+    assert data[0] == 0x88
+    length = data[1]
+    assert struct.unpack("!H", data[2:4])[0] == 1009
+    assert data[2 + length:] == b""
+    wait_until(lambda: len(chat.clients) == 1)
+    say(bob, "others carry on")
+    assert receive(bob)["message"] == "others carry on"
+    bob.close()
+    s.close()
+
+
+class NoDescriptorLeft:
+    """A selector that cannot be created, as when the process is out of descriptors."""
+
+    def __init__(self):
+        raise OSError(24, "Too many open files")
+
+
+def test_a_reader_thread_that_dies_ends_its_connection(server, monkeypatch):
+    options = {**chat.app.config["SOCK_SERVER_OPTIONS"], "selector_class": NoDescriptorLeft}
+    monkeypatch.setitem(chat.app.config, "SOCK_SERVER_OPTIONS", options)
+    ws = simple_websocket.Client.connect(f"ws://{server}/ws")
+    # No zombie: the handler hears of it, leaves, and the client is hung up on.
+    with pytest.raises(simple_websocket.ConnectionClosed):
+        while True:
+            ws.receive(timeout=TIMEOUT)
+    wait_until(lambda: not chat.clients)
+
+
+def test_a_connection_costs_one_file_descriptor(server):
+    before = open_fds()
+    opened = [connect(server) for _ in range(10)]
+    # Each connection: our client's socket and the server's, and no selector of its own.
+    wait_until(lambda: open_fds() == before + 2 * 10)
+    for ws in opened:
+        ws.close()
+
+
+def test_no_phantom_when_a_writer_thread_cannot_start(server, monkeypatch, caplog):
+    caplog.set_level("INFO", logger=chat.app.logger.name)
+    start = threading.Thread.start
+    refused = []
+
+    def start_unless_a_writer(thread):
+        if getattr(thread, "_target", None) is chat.write_frames and not refused:
+            refused.append(thread)
+            raise RuntimeError("can't start new thread")
+        start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", start_unless_a_writer)
+    unlucky = simple_websocket.Client.connect(f"ws://{server}/ws")
+    with pytest.raises(simple_websocket.ConnectionClosed):
+        unlucky.receive(timeout=TIMEOUT)
+    assert unlucky.close_reason == 1013  # Try Again Later
+    wait_until(lambda: not chat.clients)
+    ada = connect(server)
+    say(ada, "hello")
+    assert receive(ada)["message"] == "hello"
+    ada.close()
+    wait_until(lambda: not chat.clients)
+    lines = [r.getMessage() for r in caplog.records if r.name == chat.app.logger.name]
+    assert lines[-2:] == ["127.0.0.1 joined, 1 connected", "127.0.0.1 left, 0 connected"]
+
+
+# --- Handshakes -----------------------------------------------------------------------
+
+def handshake_with(server, headers):
+    host, port = server.split(":")
+    with socket.create_connection((host, int(port)), timeout=TIMEOUT) as s:
+        request = "GET /ws HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        s.sendall((request + "\r\n").encode())
+        return read_until_eof(s).decode()
+
+
+def good_headers(server):
+    return {"Host": server, "Upgrade": "websocket", "Connection": "Upgrade",
+            "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version": "13"}
+
+
+@pytest.mark.parametrize("change", [
+    {"Sec-WebSocket-Version": "8"},
+    {"Sec-WebSocket-Key": None},
+    {"Sec-WebSocket-Key": "short"},
+    {"Sec-WebSocket-Key": "c2hvcnQ="},  # base64, but of 5 bytes
+])
+def test_a_malformed_handshake_gets_400_and_no_traceback(server, change):
+    headers = {**good_headers(server), **change}
+    response = handshake_with(server, {k: v for k, v in headers.items() if v is not None})
+    head, _, body = response.partition("\r\n\r\n")
+    assert head.split()[1] == "400"
+    assert "sec-websocket-version: 13" in head.lower()
+    assert body.strip()  # says why
+    assert not chat.clients  # and the server fixture checks no error was logged
+
+
+def test_allowed_hosts_refuse_a_rebound_name(server, monkeypatch):
+    monkeypatch.setattr(chat, "ALLOWED_HOSTS", "chat.example.org, 127.0.0.1")
+    rebound = {**good_headers(server), "Host": "evil.example:5000",
+               "Origin": "http://evil.example:5000"}
+    assert handshake_with(server, rebound).split()[1] == "400"
+    s, response = raw_handshake(server, origin=f"http://{server}")
+    assert response.split()[1] == "101"
+    s.close()
+
+
+# --- One address ----------------------------------------------------------------------
+
+def test_connections_per_address_are_capped_with_a_clear_refusal(server, monkeypatch):
+    monkeypatch.setattr(limits, "CONNECTIONS_PER_ADDRESS", 3)
+    opened = [connect(server) for _ in range(3)]
+    response = handshake_with(server, good_headers(server))
+    head, _, body = response.partition("\r\n\r\n")
+    assert head.split()[1] == "429" and "Too many connections" in body
+    say(opened[0], "the three carry on")
+    assert [receive(ws)["message"] for ws in opened] == ["the three carry on"] * 3
+    opened.pop().close()
+    wait_until(lambda: len(chat.clients) == 2)
+    opened.append(connect(server))  # a place is free again
+    for ws in opened:
+        ws.close()
+
+
+def test_the_rate_limit_is_shared_by_an_address_s_connections(server, monkeypatch):
+    monkeypatch.setattr(limits, "MESSAGES_BURST", 6)
+    monkeypatch.setattr(limits, "MESSAGES_PER_SECOND", 0.001)
+    watcher = connect(server)
+    senders = [connect(server) for _ in range(5)]  # each well within its own limit
+    for n, ws in enumerate(senders):
+        for m in range(3):
+            say(ws, f"{n}.{m}")
+    seen = [receive(watcher)["message"] for _ in range(6)]
+    assert_nothing_arrives(watcher)
+    refusals = 0
+    for ws in senders:
+        while (frame := ws.receive(timeout=0.3)) is not None:
+            refusals += "too fast" in json.loads(frame).get("error", "")
+    assert len(seen) == 6 and refusals == 15 - 6
+    for ws in [watcher, *senders]:
+        ws.close()
+
+
+def test_messages_are_counted_when_they_arrive(server, monkeypatch):
+    """A handler held up (here by a slow broadcast, as by a slow Redis) must not then
+    refuse messages that arrived at an allowed pace."""
+    monkeypatch.setattr(chat, "RATE_BURST", 3)
+    monkeypatch.setattr(chat, "RATE_PER_SECOND", 10)
+    gate = threading.Event()
+    broadcast = chat.broadcast
+
+    def slow_broadcast(message):
+        if message["message"] == "first":
+            gate.wait(TIMEOUT)
+        broadcast(message)
+
+    monkeypatch.setattr(chat, "broadcast", slow_broadcast)
+    ada, bob = connect(server), connect(server)
+    say(ada, "first")
+    for n in range(10):  # 5 a second, while the handler is stuck on "first"
+        time.sleep(0.2)
+        say(ada, f"then {n}")
+    gate.set()
+    assert [receive(bob)["message"] for _ in range(11)] == [
+        "first", *[f"then {n}" for n in range(10)]]
+    assert [receive(ada)["message"] for _ in range(11)][-1] == "then 9"  # no error
+    ada.close()
+    bob.close()
+
+
+def test_pings_cannot_buy_unbounded_reading(server, monkeypatch):
+    monkeypatch.setattr(limits, "READ_BYTES_BURST", 6000)
+    monkeypatch.setattr(limits, "READ_BYTES_PER_SECOND", 6000)  # 1,000 pings a second
+    s, _ = raw_handshake(server)
+    wait_until(lambda: len(chat.clients) == 1)
+    pings = frame(0x9) * 5000  # 30 KB of empty pings, sent as fast as TCP takes them
+    started = time.monotonic()
+    threading.Thread(target=send_quietly, args=(s, pings), daemon=True).start()
+    pongs = 0
+    while time.monotonic() - started < 1:
+        pongs += len(s.recv(65536)) // 2  # a pong to an empty ping is 2 bytes
+    elapsed = time.monotonic() - started
+    # What the bound lets through in that time, plus one read of slack: far below 20,000.
+    allowed = (6000 + 6000 * elapsed + 4096) / 6
+    assert 0 < pongs <= allowed
+    s.shutdown(socket.SHUT_RDWR)
+    s.close()
+    wait_until(lambda: not chat.clients, timeout=30)  # its reader sleeps off its debt
+
+
+def send_quietly(s, data):
+    try:
+        s.sendall(data)
+    except OSError:
+        pass  # the test hung up first
+
+
+# --- Out of file descriptors (a real process with a low limit) ------------------------
+
+SERVE = """
+import sys, limits
+limits.CONNECTIONS_PER_ADDRESS = 10_000  # one address stands for many here
+from werkzeug import serving
+import app
+httpd = serving.make_server('127.0.0.1', 0, app.app, threaded=True)
+print(httpd.server_port, flush=True)
+httpd.serve_forever()
+"""
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def process_counts(pid):
+    return len(os.listdir(f"/proc/{pid}/task")), len(os.listdir(f"/proc/{pid}/fd"))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads /proc")
+def test_running_out_of_descriptors_refuses_newcomers_and_recovers(tmp_path):
+    limit = 200  # a hard limit of 200, the soft one half that: the app raises it
+
+    def low_limit():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit // 2, limit))
+
+    log = open(tmp_path / "server.log", "w+")
+    server = subprocess.Popen([sys.executable, "-c", SERVE], cwd=HERE, stdout=subprocess.PIPE,
+                              stderr=log, text=True, preexec_fn=low_limit)
+    try:
+        address = f"127.0.0.1:{server.stdout.readline().strip()}"
+        healthy = simple_websocket.Client.connect(f"ws://{address}/ws")
+        say(healthy, "before")
+        assert receive(healthy)["message"] == "before"
+        threads, fds = process_counts(server.pid)
+
+        attackers, statuses = [], []
+        for _ in range(limit):  # far more than the process has descriptors for
+            s, response = raw_handshake(address)
+            statuses.append(response.split()[1])
+            if statuses[-1] == "101":
+                attackers.append(s)
+            else:  # read the refusal to the end, as browsers do (a reset instead leaves
+                read_until_eof(s)  # Werkzeug a selector that only a gc run frees)
+                s.close()
+        assert set(statuses) == {"101", "503"}  # the full server refuses, cleanly
+        assert statuses.count("101") == limit - limits.SPARE_FDS - 1  # healthy is one
+        assert statuses.index("503") == statuses.count("101")  # and from then on
+
+        # No busy loop: the process is idle while full.
+        cpu = cpu_seconds(server.pid)
+        time.sleep(1)
+        assert cpu_seconds(server.pid) - cpu < 0.3
+        # The healthy client still chats; a newcomer is told the chat is full.
+        say(healthy, "during")
+        assert receive(healthy)["message"] == "during"
+        assert handshake_with(address, good_headers(address)).split()[1] == "503"
+
+        for s in attackers:
+            s.close()
+        wait_until(lambda: process_counts(server.pid) == (threads, fds), timeout=30)
+        say(healthy, "after")
+        assert receive(healthy)["message"] == "after"
+        healthy.close()
+        wait_until(lambda: "left, 0 connected" in (tmp_path / "server.log").read_text())
+    finally:
+        server.kill()
+        server.wait()
+        log.close()
+    text = (tmp_path / "server.log").read_text()
+    assert "Traceback" not in text and "Too many open files" not in text
