@@ -15,12 +15,11 @@ import threading
 import time
 from urllib.parse import urlsplit
 
-from flask import Flask, Response, abort, g, request
+from flask import Flask, abort, request
 from flask_sock import Sock
-from werkzeug.middleware.proxy_fix import ProxyFix
 
 import frames
-import handshake
+import guards
 import headers
 import limits
 import reader
@@ -39,13 +38,7 @@ SEND_BUFFER = 64 * 1024      # kernel bytes per client: plenty for chat, little 
 PING_INTERVAL = 25           # seconds; finds peers that vanished without saying goodbye
 # Set it to run several processes as one room, through Redis: see redis_bridge.py.
 REDIS_URL = os.environ.get("REDIS_URL")
-# Behind a LAN or the internet, the host names the chat answers to, e.g.
-# "chat.example.org,192.168.1.20": a page elsewhere that points its own name at our
-# address (DNS rebinding) is refused. Unset, any Host is served, as `flask run` wants.
-ALLOWED_HOSTS = os.environ.get("ALLOWED_HOSTS")
-# Behind reverse proxies, how many: each client's address is then taken from the
-# X-Forwarded-For they add, not the proxy's own (the per-address limits need it).
-TRUSTED_PROXIES = int(os.environ.get("TRUSTED_PROXIES", "0"))
+# ALLOWED_HOSTS and TRUSTED_PROXIES, for a LAN or the internet: see guards.py.
 # One message to thousands of people wakes thousands of writer threads, all queueing for
 # the GIL; at Python's default 5 ms interval they pass it round so often that the
 # broadcast takes seconds. No thread here computes for long, so switch less often.
@@ -56,8 +49,7 @@ limits.raise_fd_limit()  # each websocket needs a file descriptor: see limits.py
 
 app = Flask(__name__)
 app.logger.setLevel(logging.INFO)
-if TRUSTED_PROXIES:
-    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=TRUSTED_PROXIES)
+guards.install(app)  # checks on each handshake that are not the chat's story
 app.config["SOCK_SERVER_OPTIONS"] = {
     "ping_interval": PING_INTERVAL,
     "max_message_size": MAX_FRAME_CHARS,
@@ -82,7 +74,6 @@ def index():
 
 @sock.route("/ws")
 def chat(ws):
-    g.websocket = ws  # see write_nothing_after_the_close
     tune_socket(ws.sock)
     frames.share_socket(ws)  # from now on every write on it goes out whole
     outbox = join(ws)
@@ -249,63 +240,6 @@ def refuse_other_sites():
     if request.path == "/ws" and origin is not None:
         if urlsplit(origin).netloc.lower() != request.host.lower():
             abort(403)
-
-
-@app.before_request
-def refuse_other_hosts():
-    """With ALLOWED_HOSTS set, a page whose own name points at our address is refused."""
-    if ALLOWED_HOSTS and request.host.rsplit(":", 1)[0].lower() not in [
-            host.strip().lower() for host in ALLOWED_HOSTS.split(",")]:
-        return plain_error(400, "This chat does not answer to that host name.")
-
-
-@app.before_request
-def refuse_bad_handshakes():
-    """A malformed handshake gets a 400 that says why (see handshake.py)."""
-    if request.path == "/ws":
-        refusal = handshake.check(request.headers)
-        if refusal:
-            return plain_error(400, refusal, {"Sec-WebSocket-Version": "13"})
-
-
-@app.before_request
-def limit_connections_per_address():
-    """One address (one client, one script) may not fill the room: see limits.py."""
-    if request.path == "/ws":
-        refusal = limits.admit(request.remote_addr)
-        if refusal:
-            return plain_error(*refusal)
-        g.admitted = True
-
-
-@app.teardown_request
-def release_the_address(error):
-    if g.pop("admitted", False):
-        limits.release(request.remote_addr)
-
-
-@app.after_request
-def write_nothing_after_the_close(response):
-    """Under `flask run`, flask-sock lets Werkzeug write "HTTP/1.1 200 OK" onto the
-    socket after the websocket's close frame: garbage to the client. Werkzeug writes
-    nothing for a client that went away, so after a websocket, say that it did."""
-    if getattr(g.get("websocket"), "mode", None) == "werkzeug":
-        return NothingMore()
-    return response
-
-
-class NothingMore(Response):
-    def __call__(self, environ, start_response):
-        # Reading ends too, or Werkzeug would wait on this socket for another request.
-        try:
-            environ["werkzeug.socket"].shutdown(socket.SHUT_RD)
-        except OSError:
-            pass  # already gone
-        raise ConnectionAbortedError("the websocket is closed: nothing more to send")
-
-
-def plain_error(status, text, headers=None):
-    return Response(text + "\n", status, headers, mimetype="text/plain")
 
 
 @app.before_request

@@ -19,6 +19,7 @@ import pytest
 import simple_websocket
 
 import app as chat
+import guards
 import limits
 from test_app import (TIMEOUT, assert_nothing_arrives, connect, raw_handshake,  # noqa: F401
                       receive, say, server, wait_until)
@@ -170,7 +171,7 @@ def test_a_malformed_handshake_gets_400_and_no_traceback(server, change):
 
 
 def test_allowed_hosts_refuse_a_rebound_name(server, monkeypatch):
-    monkeypatch.setattr(chat, "ALLOWED_HOSTS", "chat.example.org, 127.0.0.1")
+    monkeypatch.setattr(guards, "ALLOWED_HOSTS", "chat.example.org, 127.0.0.1")
     rebound = {**good_headers(server), "Host": "evil.example:5000",
                "Origin": "http://evil.example:5000"}
     assert handshake_with(server, rebound).split()[1] == "400"
