@@ -45,6 +45,11 @@ def main():
     for name in names:
         try:
             held, sentence = DEMOS[name](args.url)
+        except simple_websocket.ConnectionClosed:
+            held, sentence = False, (
+                "the chat cut off one of our clients as soon as it spoke, before the "
+                "demonstration began: it still trips over clients from an earlier run "
+                "(restart it, or save app.py under flask run --debug, and try again)")
         except OSError as error:
             print(f"{name}: could not talk to {args.url} ({error}). Is the chat running?")
             sys.exit(2)
