@@ -27,7 +27,7 @@ from werkzeug.serving import make_server
 HERE = pathlib.Path(__file__).parent
 STEPS = sorted(p.name for p in (HERE / "steps").iterdir() if p.is_dir()) + ["final"]
 FILES = ("app.py", "chat.html")
-TIMEOUT = 5  # seconds any single wait may take
+TIMEOUT = 10  # seconds any single wait may take (generous: CI machines get loaded)
 
 # Each demonstration, and the step whose one change makes it hold.
 FIXED_BY = {
