@@ -1,0 +1,473 @@
+"""Attack a running chat the way the world will, and say whether it held.
+
+    flask run                        # in one terminal
+    python break_it.py stall         # in another; or flood, garbage, race, vanish, all
+
+Each demonstration prints one sentence: what went wrong, or that the chat held. The exit
+status says which: 0 held, 1 broke, 2 could not even start (is the chat running?).
+It needs nothing beyond requirements.txt: simple-websocket's client and plain sockets.
+"""
+import argparse
+import base64
+import functools
+import json
+import os
+import socket
+import struct
+import sys
+import threading
+import time
+from urllib.parse import urlsplit
+
+import simple_websocket
+
+WAIT = 5          # seconds we wait for messages that should arrive
+QUIET = 1.5       # seconds without a new message: nothing more is coming
+ROOM = 4          # well-behaved clients in each demonstration
+# The client library's reader threads, as daemons: a frozen server must not keep this
+# script from ending.
+DAEMON = functools.partial(threading.Thread, daemon=True)
+
+
+def main():
+    parser = argparse.ArgumentParser(
+        description="Attack a running chat the way the world will, and say whether it held.",
+        epilog="demonstrations:\n" + "\n".join(
+            f"  {name:<8} {demo.__doc__.strip()}" for name, demo in DEMOS.items()),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("demo", choices=[*DEMOS, "all"], metavar="demo",
+                        help="one of: " + ", ".join([*DEMOS, "all"]))
+    parser.add_argument("--url", default="ws://127.0.0.1:5000/ws",
+                        help="the chat's websocket (default: %(default)s)")
+    args = parser.parse_args()
+    names = list(DEMOS) if args.demo == "all" else [args.demo]
+    everything_held = True
+    for name in names:
+        try:
+            held, sentence = DEMOS[name](args.url)
+        except simple_websocket.ConnectionClosed:
+            held, sentence = False, (
+                "the chat cut off one of our clients as soon as it spoke, before the "
+                "demonstration began: it still trips over clients from an earlier run "
+                "(restart it, or save app.py under flask run --debug, and try again)")
+        except OSError as error:
+            print(f"{name}: could not talk to {args.url} ({error}). Is the chat running?")
+            sys.exit(2)
+        print(f"{name}: {'HELD' if held else 'BROKE'}: {sentence}")
+        everything_held = everything_held and held
+    sys.exit(0 if everything_held else 1)
+
+
+# The demonstrations. Each returns (held, a sentence a beginner understands).
+
+def stall(url):
+    """a client stops reading while the others chat: does the room freeze?"""
+    tag = new_tag()
+    stuck = raw_client(url, receive_buffer=4096)  # it will never read a byte
+    room = gather(url, ROOM, tag)
+    sender, readers = room[0], room[1:]
+    # An hour of chat in a few seconds: enough to fill every buffer on the way to the
+    # stuck client (Linux lets the server's buffer for it grow to 4 MB).
+    count = 6000
+    sent = send_in_background(sender, [chat_line(tag, n, size=900) for n in range(count)])
+    got = [collect(ws, tag, until_quiet=True, quiet=QUIET if n == 0 else 0.2)
+           for n, ws in enumerate(readers)]
+    refused = count_errors(sender)
+    reset(stuck)
+    close_all(room)
+    accepted = sent[0] - refused
+    lowest = min(len(seen) for seen in got)
+    if lowest < accepted:
+        return False, (
+            f"the {len(readers)} clients that kept reading got only {lowest} of the "
+            f"{accepted} messages within {QUIET} s of the last one: one client that "
+            "stopped reading froze the room (every send to it waits, forever)")
+    note = f" (it refused {refused} as too fast)" if refused else ""
+    return True, (
+        f"one client stopped reading, and the {len(readers)} others still got all "
+        f"{accepted} messages the server accepted{note}")
+
+
+def flood(url):
+    """one client sends 200 messages as fast as it can: is the room buried?"""
+    tag = new_tag()
+    room = gather(url, ROOM, tag)
+    flooder, others = room[0], room[1:]
+    count = 200
+    for n in range(count):
+        say(flooder, f"{tag} flood {n}")
+    got = [collect(ws, tag, until_quiet=True) for ws in others]
+    refused = count_errors(flooder)
+    most = max(len(seen) for seen in got)
+    still_there = room_still_talks(others[0], [flooder, *others[1:]], tag)
+    close_all(room)
+    if most > count // 4:
+        return False, (
+            f"one client sent {count} messages at once and the {len(others)} "
+            f"others got {most} of them on their screens: nothing stops one script "
+            "from burying the conversation")
+    if not still_there:
+        return False, "the flood was refused, but afterwards the room no longer talked"
+    return True, (
+        f"one client sent {count} messages at once; the others got {most} of "
+        f"them, {refused} were refused as too fast, and everyone stayed connected")
+
+
+GARBAGE = [
+    ("a frame that is not JSON", "hello"),
+    ("JSON nested 50,000 deep", "[" * 50_000),
+    ("a number as the message", '{"message": 42}'),
+    ("half of a UTF-16 pair", '{"name": "Ada", "message": "\\ud800"}'),
+    ("a binary frame", b"\x00\x01\x02"),
+    ("a 5,000-character message", json.dumps({"name": "Ada", "message": "m" * 5000})),
+]
+HUGE = 100_000  # characters: more than anyone's message, less than a denial of service
+
+
+def garbage(url):
+    """malformed frames: is each refused, to its sender alone, with everyone still on?"""
+    tag = new_tag()
+    room = gather(url, ROOM, tag)
+    sender, others = room[0], room[1:]
+    for _, frame in GARBAGE:
+        sender.send(frame)
+    say(sender, f"{tag} done")  # still connected, still heard?
+    leaks = [leaked(ws, f"{tag} done") for ws in others]
+    errors = count_errors(sender, until=f"{tag} done")
+    leaked_kinds = [kind for kind, frame in GARBAGE if any(
+        looks_like(frame, leak) for leak_list in leaks for leak in leak_list)]
+    if leaked_kinds:
+        close_all(room)
+        return False, (
+            f"the {len(others)} other clients received {len(leaked_kinds)} of "
+            f"{len(GARBAGE)} malformed frames as if they were messages "
+            f"({', '.join(leaked_kinds)}): every page would show them or choke on them")
+    if any(f"{tag} done" not in seen for seen in map(texts, leaks)) or errors is None:
+        close_all(room)
+        return False, ("after the malformed frames the sender was cut off or no longer "
+                       "heard: one bad frame cost a client its connection")
+    if errors < len(GARBAGE):
+        close_all(room)
+        return False, (f"only {errors} of {len(GARBAGE)} malformed frames got an error "
+                       "back: the sender cannot tell what went wrong")
+    # Last, one frame far bigger than any message: the server should close on it.
+    sender.send("x" * HUGE)
+    close_reason = wait_for_close(sender)
+    leaks = [leaked(ws, None, wait=1) for ws in others]
+    still_there = room_still_talks(others[0], others[1:], tag)
+    close_all(room)
+    if any(looks_like("x" * HUGE, leak) for leak_list in leaks for leak in leak_list):
+        return False, (f"a {HUGE:,}-character frame went to all {len(others)} other "
+                       "clients: anyone can make everyone download anything")
+    if close_reason is None or not still_there:
+        return False, (f"a {HUGE:,}-character frame was not refused cleanly: its sender "
+                       "was not closed, or the room stopped talking")
+    return True, (
+        f"each of the {len(GARBAGE)} malformed frames got an error back to its sender "
+        f"alone, who stayed connected; a {HUGE:,}-character frame closed its sender's "
+        f"connection (code {close_reason}) and reached no one else")
+
+
+def race(url):
+    """8 clients send at once: does everyone get every message, in one order?"""
+    tag = new_tag()
+    watchers = gather(url, 3, tag)
+    senders, each = 8, 15
+    opened = []
+    threads = [threading.Thread(target=send_numbered, args=(url, tag, s, each, opened),
+                                daemon=True) for s in range(senders)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(WAIT * 2)
+    seen = [texts(collect(ws, tag, until_quiet=True, quiet=QUIET if n == 0 else 0.2))
+            for n, ws in enumerate(watchers)]
+    close_all(watchers + opened)  # only now: a client that leaves is another story
+    total = senders * each
+    fewest = min(len(s) for s in seen)
+    if fewest < total:
+        return False, (
+            f"{senders} clients sent {total} messages at once and a watcher got only "
+            f"{fewest}: two threads wrote to one connection at the same time and "
+            "garbled it, or changed the set of clients while another looped over it")
+    for n, other in enumerate(seen[1:], start=2):
+        if other != seen[0]:
+            at = next(i for i, (a, b) in enumerate(zip(seen[0], other)) if a != b)
+            return False, (
+                f"{senders} clients sent {total} messages at once, and watchers 1 and "
+                f"{n} saw them in different orders (from message {at + 1} on): two "
+                "broadcasts ran through the clients at the same time")
+    for s in range(senders):
+        mine = [m for m in seen[0] if m.startswith(f"{tag} s{s} ")]
+        if mine != [f"{tag} s{s} {n}" for n in range(each)]:
+            return False, f"sender {s}'s messages arrived out of the order it sent them"
+    return True, (f"{senders} clients sent {total} messages at once: every watcher got "
+                  "all of them, in one order")
+
+
+def vanish(url):
+    """clients disappear without saying goodbye: does the next message still go out?"""
+    tag = new_tag()
+    room = gather(url, 3, tag)
+    ghosts = [raw_client(url) for _ in range(4)]
+    wait_for_raw_roll_call(room[0], ghosts, tag)
+    for ghost in ghosts:
+        ghost.close()  # no close frame: a killed browser, a crashed phone app
+    time.sleep(1)  # the server notices a closed socket within a moment
+    sender, others = room[0], room[1:]
+    count = 5
+    for n in range(count):
+        say(sender, f"{tag} after {n}")
+    got = [texts(collect(ws, tag, until_quiet=True)) for ws in room]
+    close_all(room)
+    if len(got[0]) < count:
+        reached = min(len(g) for g in got[1:])
+        return False, (
+            f"after {len(ghosts)} clients vanished without saying goodbye, the next "
+            f"message cut off its own sender; the others got {reached} of {count}: "
+            "the server kept the vanished clients and tripped over them")
+    if any(len(g) < count for g in got[1:]):
+        return False, (f"after {len(ghosts)} clients vanished, the others got only "
+                       f"{min(len(g) for g in got[1:])} of {count} messages")
+    return True, (f"{len(ghosts)} clients vanished without saying goodbye, and the "
+                  f"next {count} messages reached everyone else")
+
+
+DEMOS = {"stall": stall, "flood": flood, "garbage": garbage, "race": race,
+         "vanish": vanish}
+
+
+# The clients.
+
+def new_tag():
+    """A word that marks this run's messages, so old ones (the history) don't count."""
+    return "run" + base64.b32encode(os.urandom(5)).decode().lower()
+
+
+def gather(url, count, tag):
+    """Connect `count` clients and wait until the server has them all in the room."""
+    room = [open_client(url) for _ in range(count)]
+    for attempt in range(5):
+        call = f"{tag} roll call {attempt}"
+        say(room[0], call)
+        if all(call in texts(collect(ws, tag, until=call, wait=1)) for ws in room):
+            return room
+    raise OSError("the clients connected but never heard each other")
+
+
+def open_client(url):
+    return simple_websocket.Client.connect(url, thread_class=DAEMON)
+
+
+def say(ws, message, name="break_it"):
+    ws.send(json.dumps({"name": name, "message": message}))
+
+
+def chat_line(tag, n, size):
+    return f"{tag} {n} " + base64.b64encode(os.urandom(size * 3 // 4)).decode()
+
+
+def text_of(frame):
+    """The message text in a frame, or None for anything else (an error, a notice)."""
+    try:
+        data = json.loads(frame)
+    except (ValueError, TypeError, RecursionError):
+        return None
+    if isinstance(data, dict) and isinstance(data.get("message"), str):
+        return data["message"]
+    return None
+
+
+def texts(frames):
+    return [t for t in map(text_of, frames) if t is not None]
+
+
+def collect(ws, tag, until=None, until_quiet=False, wait=WAIT, quiet=QUIET):
+    """This run's message frames for ws, until `until` arrives, it goes quiet, or time
+    is up. Frames from before this run (history, notices) are skipped."""
+    frames = []
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        timeout = quiet if until_quiet else deadline - time.monotonic()
+        try:
+            frame = ws.receive(timeout=max(0, min(timeout, deadline - time.monotonic())))
+        except simple_websocket.ConnectionClosed:
+            break
+        if frame is None:
+            if until_quiet:
+                break
+            continue
+        text = text_of(frame)
+        if text is None or not text.startswith(tag):
+            continue
+        if until is not None and text == until:
+            frames.append(frame)
+            break
+        if " roll call " not in text:
+            frames.append(frame)
+    return frames
+
+
+def leaked(ws, until, wait=WAIT):
+    """Every frame ws receives until a message `until`: what else reached it?"""
+    frames = []
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        try:
+            frame = ws.receive(timeout=deadline - time.monotonic())
+        except simple_websocket.ConnectionClosed:
+            break
+        if frame is None:
+            break
+        frames.append(frame)
+        if until is not None and text_of(frame) == until:
+            break
+    return frames
+
+
+def looks_like(sent, received):
+    """Did the frame we sent come out the other side, as is or re-encoded?"""
+    if isinstance(sent, bytes) or isinstance(received, bytes):
+        return sent == received
+    return received == sent or (len(sent) > 20 and sent[-20:-2] in received)
+
+
+def count_errors(ws, until=None, wait=2):
+    """Error frames ws receives until quiet (or until its message `until`); None if the
+    connection closed first."""
+    errors = 0
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        try:
+            frame = ws.receive(timeout=0.5 if until is None else deadline - time.monotonic())
+        except simple_websocket.ConnectionClosed:
+            return None if until else errors
+        if frame is None:
+            if until is None:
+                break
+            continue
+        try:
+            data = json.loads(frame)
+        except (ValueError, TypeError, RecursionError):
+            continue
+        if isinstance(data, dict) and "error" in data:
+            errors += 1
+        elif until is not None and text_of(frame) == until:
+            return errors
+    return errors if until is None else None
+
+
+def wait_for_close(ws):
+    """The close code, if the server closes ws within WAIT s; else None."""
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        try:
+            ws.receive(timeout=deadline - time.monotonic())
+        except simple_websocket.ConnectionClosed:
+            return ws.close_reason
+    return None
+
+
+def room_still_talks(speaker, listeners, tag):
+    line = f"{tag} still here?"
+    try:
+        say(speaker, line)
+    except simple_websocket.ConnectionClosed:
+        return False
+    return all(line in texts(collect(ws, tag, until=line)) for ws in listeners)
+
+
+def send_in_background(ws, lines):
+    """Send lines from a thread of their own: a frozen server may never take them all.
+    Returns a one-item list, the number sent so far."""
+    sent = [0]
+
+    def send_all():
+        for line in lines:
+            try:
+                say(ws, line)
+            except (OSError, simple_websocket.ConnectionClosed):
+                return
+            sent[0] += 1
+
+    thread = threading.Thread(target=send_all, daemon=True)
+    thread.start()
+    thread.join(WAIT * 2)
+    return sent
+
+
+def send_numbered(url, tag, s, count, opened):
+    ws = open_client(url)
+    opened.append(ws)
+    try:
+        for n in range(count):
+            say(ws, f"{tag} s{s} {n}")
+            time.sleep(0.005)
+    except simple_websocket.ConnectionClosed:
+        pass  # cut off: the watchers will miss the rest
+
+
+def close_all(clients):
+    for ws in clients:
+        try:
+            ws.close()
+        except (OSError, simple_websocket.ConnectionClosed):
+            pass
+
+
+def raw_client(url, receive_buffer=None):
+    """A websocket client that does the handshake and nothing else, on a bare socket."""
+    parts = urlsplit(url)
+    s = socket.socket()
+    if receive_buffer:  # a small one fills up soon, like a phone's on a bad line
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    s.settimeout(WAIT)
+    s.connect((parts.hostname, parts.port or 80))
+    key = base64.b64encode(os.urandom(16)).decode()
+    s.sendall((f"GET {parts.path or '/'} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+               "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+               f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = s.recv(1)
+        if not chunk:
+            raise OSError("the server closed the connection during the handshake")
+        head += chunk
+    if head.split()[1] != b"101":
+        raise OSError(f"the server refused the websocket: {head.splitlines()[0].decode()}")
+    return s
+
+
+def wait_for_raw_roll_call(speaker, raw_sockets, tag):
+    """Wait until every raw socket has been sent a roll call: the server has them all."""
+    for attempt in range(5):
+        call = f"{tag} raw roll call {attempt}"
+        say(speaker, call)
+        if all(raw_heard(s, call) for s in raw_sockets):
+            return
+    raise OSError("the raw clients never joined the room")
+
+
+def raw_heard(s, text, wait=1):
+    data = b""
+    deadline = time.monotonic() + wait
+    while text.encode() not in data and time.monotonic() < deadline:
+        s.settimeout(max(0.01, deadline - time.monotonic()))
+        try:
+            chunk = s.recv(65536)
+        except socket.timeout:
+            break
+        if not chunk:
+            break
+        data += chunk
+    return text.encode() in data
+
+
+def reset(s):
+    """Close a socket with a TCP reset: it wakes a server blocked sending to it."""
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()
+
+
+if __name__ == "__main__":
+    main()

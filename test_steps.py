@@ -1,0 +1,325 @@
+"""The workshop's checkpoints: every step runs and keeps its promise, and each of
+break_it.py's demonstrations breaks the step before its fix and holds from the fix on.
+
+A checkpoint is the folder steps/NN-name/, and the last one is the project itself. A
+step's folder holds only the files that step changes; the others are as they were at the
+step before, which is what an attendee's own folder looks like at that point.
+"""
+import base64
+import contextlib
+import importlib.util
+import json
+import os
+import pathlib
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+import simple_websocket
+from werkzeug.serving import make_server
+
+HERE = pathlib.Path(__file__).parent
+STEPS = sorted(p.name for p in (HERE / "steps").iterdir() if p.is_dir()) + ["final"]
+FILES = ("app.py", "chat.html")
+TIMEOUT = 10  # seconds any single wait may take (generous: CI machines get loaded)
+
+# Each demonstration, and the step whose one change makes it hold.
+FIXED_BY = {
+    "vanish": "03-leave",
+    "race": "04-lock",
+    "stall": "05-writer",
+    "garbage": "07-validate",
+    "flood": "08-rate-limit",
+}
+
+
+def folder_of(step):
+    return HERE if step == "final" else HERE / "steps" / step
+
+
+def files_at(step):
+    """Each file as it stands at that step: its newest version at or before it."""
+    chosen = {}
+    for name in STEPS[:STEPS.index(step) + 1]:
+        for file_name in FILES:
+            if (folder_of(name) / file_name).exists():
+                chosen[file_name] = folder_of(name) / file_name
+    return chosen
+
+
+def assemble(step, folder):
+    for file_name, path in files_at(step).items():
+        shutil.copy(path, folder / file_name)
+
+
+# A checkpoint in a process of its own, as an attendee runs it: for the demonstrations,
+# which leave the naive steps with threads stuck for good.
+SERVE = """
+from werkzeug.serving import make_server
+import app
+server = make_server("127.0.0.1", 0, app.app, threaded=True)
+print(server.server_port, flush=True)
+server.serve_forever()
+"""
+
+
+@contextlib.contextmanager
+def served_in_a_process(step, folder):
+    assemble(step, folder)
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    with open(folder / "server.log", "w") as log:
+        server = subprocess.Popen([sys.executable, "-c", SERVE], cwd=folder, env=env,
+                                  stdout=subprocess.PIPE, stderr=log, text=True)
+    try:
+        port = server.stdout.readline().strip()
+        assert port, (folder / "server.log").read_text()
+        yield f"ws://127.0.0.1:{port}/ws"
+    finally:
+        server.kill()
+        server.wait()
+
+
+def break_it(demo, url):
+    """Run a demonstration as an attendee does; (exit status, what it printed)."""
+    result = subprocess.run([sys.executable, str(HERE / "break_it.py"), demo, "--url", url],
+                            capture_output=True, text=True, timeout=180)
+    return result.returncode, result.stdout + result.stderr
+
+
+# A checkpoint in this process, for the quick checks of each step's promise.
+loaded = {}
+
+
+@pytest.fixture
+def serve(tmp_path):
+    servers = []
+
+    def start(step):
+        folder = tmp_path / step
+        folder.mkdir()
+        assemble(step, folder)
+        name = f"checkpoint_{step.replace('-', '_')}"
+        spec = importlib.util.spec_from_file_location(name, folder / "app.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # Flask finds chat.html beside the module through it
+        spec.loader.exec_module(module)
+        httpd = make_server("127.0.0.1", 0, module.app, threaded=True)
+        threading.Thread(target=httpd.serve_forever, args=(0.01,), daemon=True).start()
+        servers.append((httpd, name))
+        return f"127.0.0.1:{httpd.server_port}", module
+
+    yield start
+    for httpd, name in servers:
+        httpd.shutdown()
+        sys.modules.pop(name, None)
+
+
+def connect(address):
+    return simple_websocket.Client.connect(f"ws://{address}/ws")
+
+
+def receive(ws):
+    frame = ws.receive(timeout=TIMEOUT)
+    assert frame is not None, "no frame arrived in time"
+    return frame
+
+
+def say(ws, message, name="Ada"):
+    ws.send(json.dumps({"name": name, "message": message}))
+
+
+def wait_until(condition):
+    deadline = time.monotonic() + TIMEOUT
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting for the server"
+        time.sleep(0.01)
+
+
+def room_of(address, module, count):
+    """`count` clients, once the server has them all."""
+    clients = [connect(address) for _ in range(count)]
+    wait_until(lambda: len(module.clients) == count)
+    return clients
+
+
+def page(address, headers=None):
+    request = urllib.request.Request(f"http://{address}/", headers=headers or {})
+    with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
+        return response.read().decode()
+
+
+def test_the_steps_are_numbered_in_order_and_the_last_is_the_project():
+    numbers = [int(step.split("-")[0]) for step in STEPS[:-1]]
+    assert numbers == list(range(1, len(numbers) + 1))
+    assert files_at("final") == {name: HERE / name for name in FILES}
+    assert set(FIXED_BY.values()) <= set(STEPS)
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_each_step_changes_something(step):
+    earlier = files_at(STEPS[STEPS.index(step) - 1]) if step != STEPS[0] else {}
+    now = files_at(step)
+    changed = [name for name in FILES
+               if name not in earlier or earlier[name].read_text() != now[name].read_text()]
+    assert changed, f"{step} is the same as the step before it"
+
+
+def test_01_echo_sends_back_what_it_gets(serve):
+    address, _ = serve("01-echo")
+    assert 'id="message"' in page(address)
+    ws = connect(address)
+    ws.send("hello")
+    assert receive(ws) == "hello"
+    ws.close()
+
+
+@pytest.mark.parametrize("step", STEPS[1:])
+def test_from_02_everyone_gets_every_message(serve, step):
+    address, module = serve(step)
+    ada, bob = room_of(address, module, 2)
+    say(ada, "hello")
+    for ws in (ada, bob):
+        assert json.loads(receive(ws)) == {"name": "Ada", "message": "hello"}
+    ada.close()
+    bob.close()
+    if step >= "03":  # from 03-leave on, a closed connection leaves the room
+        wait_until(lambda: len(module.clients) == 0)
+
+
+@pytest.mark.parametrize("step", STEPS[STEPS.index("06-history"):])
+def test_from_06_a_newcomer_gets_the_last_ten(serve, step):
+    address, module = serve(step)
+    (ada,) = room_of(address, module, 1)
+    for n in range(12):
+        say(ada, f"m{n}")
+    for n in range(12):
+        receive(ada)
+    bob = connect(address)
+    assert [json.loads(receive(bob))["message"] for _ in range(10)] == [
+        f"m{n}" for n in range(2, 12)]
+    ada.close()
+    bob.close()
+
+
+@pytest.mark.parametrize("step", STEPS[STEPS.index("07-validate"):])
+def test_from_07_bad_input_gets_an_error(serve, step):
+    address, module = serve(step)
+    (ada,) = room_of(address, module, 1)
+    ada.send("hello")
+    assert "not valid JSON" in json.loads(receive(ada))["error"]
+    ada.close()
+
+
+@pytest.mark.parametrize("step", STEPS[STEPS.index("08-rate-limit"):])
+def test_from_08_a_flood_is_refused(serve, step):
+    address, module = serve(step)
+    (ada,) = room_of(address, module, 1)
+    for n in range(module.RATE_BURST + 1):
+        say(ada, f"m{n}")
+    replies = [json.loads(receive(ada)) for _ in range(module.RATE_BURST + 1)]
+    assert "too fast" in replies[-1]["error"]
+    ada.close()
+
+
+@pytest.mark.parametrize("step", STEPS[STEPS.index("09-stuck"):])
+def test_from_09_a_client_far_behind_is_hung_up_on(serve, step, monkeypatch):
+    address, module = serve(step)
+    monkeypatch.setattr(module, "OUTBOX_LIMIT", 0)  # everyone is too far behind
+    (ada,) = room_of(address, module, 1)
+    say(ada, "hello")
+    wait_until(lambda: len(module.clients) == 0)
+
+
+@pytest.mark.parametrize("step", STEPS[STEPS.index("10-ping"):])
+def test_from_10_the_server_pings(serve, step):
+    _, module = serve(step)
+    assert module.app.config["SOCK_SERVER_OPTIONS"]["ping_interval"] == module.PING_INTERVAL
+
+
+@pytest.mark.parametrize("step", STEPS[STEPS.index("11-log"):])
+def test_from_11_joins_and_leaves_are_logged(serve, step, caplog):
+    address, module = serve(step)
+    caplog.set_level("INFO", logger=module.app.logger.name)
+    (ada,) = room_of(address, module, 1)
+    ada.close()
+    wait_until(lambda: len(caplog.records) >= 2)
+    assert [r.getMessage() for r in caplog.records][:2] == [
+        "127.0.0.1 joined, 1 connected", "127.0.0.1 left, 0 connected"]
+
+
+@pytest.mark.parametrize("step", STEPS[STEPS.index("12-origin"):])
+def test_from_12_other_sites_are_refused(serve, step):
+    address, _ = serve(step)
+    with pytest.raises(simple_websocket.ConnectionError):
+        simple_websocket.Client.connect(f"ws://{address}/ws",
+                                        headers={"Origin": "http://evil.example"})
+
+
+@pytest.mark.parametrize("step", STEPS[STEPS.index("13-page"):])
+def test_from_13_the_page_shows_its_status(serve, step):
+    address, _ = serve(step)
+    assert 'id="status"' in page(address)
+
+
+@pytest.mark.parametrize("step", STEPS[STEPS.index("14-speed"):])
+def test_from_14_compression_is_declined(serve, step):
+    address, _ = serve(step)
+    host, port = address.split(":")
+    with socket.create_connection((host, int(port)), timeout=TIMEOUT) as s:
+        key = base64.b64encode(os.urandom(16)).decode()
+        s.sendall((f"GET /ws HTTP/1.1\r\nHost: {address}\r\nUpgrade: websocket\r\n"
+                   f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                   "Sec-WebSocket-Version: 13\r\n"
+                   "Sec-WebSocket-Extensions: permessage-deflate\r\n\r\n").encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += s.recv(1)
+    assert b" 101 " in head and b"extensions" not in head.lower()
+
+
+def test_break_it_lists_every_demonstration_one_a_line():
+    result = subprocess.run([sys.executable, str(HERE / "break_it.py"), "--help"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0
+    for demo in FIXED_BY:
+        assert len([line for line in result.stdout.splitlines()
+                    if line.strip().startswith(demo + " ")]) == 1
+
+
+def test_break_it_says_when_no_chat_is_running():
+    with socket.socket() as s:  # a port that nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    status, output = break_it("vanish", f"ws://127.0.0.1:{port}/ws")
+    assert status == 2 and "Is the chat running?" in output
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("demo", FIXED_BY)
+def test_each_demonstration_breaks_the_step_before_its_fix(demo, tmp_path):
+    before = STEPS[STEPS.index(FIXED_BY[demo]) - 1]
+    with served_in_a_process(before, tmp_path) as url:
+        status, output = break_it(demo, url)
+    assert status == 1 and "BROKE" in output, output
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("demo", FIXED_BY)
+def test_each_demonstration_holds_from_its_fix_on(demo, tmp_path):
+    with served_in_a_process(FIXED_BY[demo], tmp_path) as url:
+        status, output = break_it(demo, url)
+    assert status == 0 and "HELD" in output, output
+
+
+@pytest.mark.slow
+def test_every_demonstration_holds_against_the_finished_chat(tmp_path):
+    with served_in_a_process("final", tmp_path) as url:
+        status, output = break_it("all", url)
+    assert status == 0, output
+    assert output.count("HELD") == len(FIXED_BY), output
