@@ -1,0 +1,241 @@
+"""A multi-user chat: every message sent to /ws goes to everyone connected.
+
+Start it with `flask run`, then open http://127.0.0.1:5000 in two windows.
+"""
+import collections
+import json
+import logging
+import queue
+import socket
+import struct
+import sys
+import threading
+import time
+from urllib.parse import urlsplit
+
+from flask import Flask, abort, request, send_file
+from flask_sock import Sock
+
+import frames
+import guards
+import limits
+import reader
+import text_rules
+
+HISTORY_SIZE = 10            # messages a newcomer is shown on arrival
+MAX_MESSAGE_CHARS = 1000     # a long paragraph; more is a paste that floods every screen
+MAX_NAME_CHARS = 32          # fits on one line beside the message
+MAX_FRAME_CHARS = 64 * 1024  # the library closes with 1009 before we read anything bigger
+RATE_BURST = 20              # messages one connection may send at once...
+RATE_PER_SECOND = 5          # ...and on average after that: faster than anyone types
+# (and per address, whatever its number of connections: see limits.py)
+OUTBOX_LIMIT = 2000          # frames waiting for one client; more means it is stuck
+SEND_TIMEOUT = 10            # seconds a socket may accept nothing before we give up on it
+SEND_BUFFER = 64 * 1024      # kernel bytes per client: plenty for chat, little to pin
+PING_INTERVAL = 25           # seconds; finds peers that vanished without saying goodbye
+# ALLOWED_HOSTS and TRUSTED_PROXIES, for a LAN or the internet: see guards.py.
+# One message to thousands of people wakes thousands of writer threads, all queueing for
+# the GIL; at Python's default 5 ms interval they pass it round so often that the
+# broadcast takes seconds. No thread here computes for long, so switch less often.
+SWITCH_INTERVAL = 0.5        # seconds
+
+sys.setswitchinterval(SWITCH_INTERVAL)
+limits.raise_fd_limit()  # each websocket needs a file descriptor: see limits.py
+
+app = Flask(__name__)
+app.logger.setLevel(logging.INFO)
+guards.install(app)  # checks on each handshake that are not the chat's story
+app.config["SOCK_SERVER_OPTIONS"] = {
+    "ping_interval": PING_INTERVAL,
+    "max_message_size": MAX_FRAME_CHARS,
+    # One descriptor per connection, and the handler always hears of its end: reader.py
+    "thread_class": reader.ReaderThread,
+    "selector_class": reader.Selector,
+}
+sock = Sock(app)
+
+# Many threads join, leave and broadcast at once, so one lock guards both.
+clients = {}  # each open websocket -> the queue of frames its writer sends
+history = collections.deque(maxlen=HISTORY_SIZE)  # the newest frames, oldest first
+clients_lock = threading.Lock()
+
+
+@app.get("/")
+def index():
+    return send_file("chat.html")
+
+
+@sock.route("/ws")
+def chat(ws):
+    tune_socket(ws.sock)
+    frames.share_socket(ws)  # from now on every write on it goes out whole
+    outbox = join(ws)
+    # The only thread that sends on this socket: two senders corrupt the stream.
+    writer = threading.Thread(target=write_frames, args=(ws, outbox))
+    try:
+        writer.start()  # inside the try: if it cannot start, we still leave
+        receive_messages(ws, outbox)
+    except RuntimeError:
+        if writer.ident is not None:
+            raise
+        # "can't start new thread": out of memory or of threads. Try Again Later (1013)
+        app.logger.warning("%s refused: no thread to spare", request.remote_addr)
+        ws.close(1013, "The server is busy; try again later.")
+    finally:
+        leave(ws)
+        outbox.put(None)
+        if writer.ident is not None:
+            writer.join()  # flask-sock sends its close frame after we return
+
+
+def join(ws):
+    outbox = queue.SimpleQueue()  # the lightest thread-safe queue
+    with clients_lock:  # so no message slips between the history and live ones
+        for frame in history:
+            outbox.put(frame)
+        clients[ws] = outbox
+        count = len(clients)
+    app.logger.info("%s joined, %d connected", request.remote_addr, count)
+    return outbox
+
+
+def leave(ws):
+    with clients_lock:
+        del clients[ws]
+        count = len(clients)
+    app.logger.info("%s left, %d connected", request.remote_addr, count)
+
+
+def receive_messages(ws, outbox):
+    allowance, last_check = RATE_BURST, time.monotonic()
+    while True:
+        # Raises ConnectionClosed when the connection ends. reader.py makes it also
+        # return when the frame arrived: a client is limited by when it sent, not by
+        # when we got round to its messages.
+        arrival, frame = ws.receive()
+        allowance = min(RATE_BURST, allowance + (arrival - last_check) * RATE_PER_SECOND)
+        last_check = arrival
+        try:
+            if allowance < 1 or not limits.take_message(request.remote_addr, arrival):
+                raise ValueError("You are sending too fast; wait a moment.")
+            allowance -= 1
+            broadcast(parse_message(frame))
+        except ValueError as error:  # bad input: tell the sender alone
+            queue_frame(ws, outbox, frames.text_frame(json.dumps({"error": str(error)})))
+
+
+def parse_message(frame):
+    """Return {"name", "message"} from a client's frame, or raise ValueError."""
+    if not isinstance(frame, str):
+        raise ValueError("Send text: binary frames are not accepted.")
+    example = 'Send JSON like {"name": "Ada", "message": "hello"}.'
+    try:
+        data = json.loads(frame)
+    except (ValueError, RecursionError):  # "[[[[..." nests too deep to parse
+        raise ValueError(f"That is not valid JSON. {example}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"That is not a JSON object. {example}")
+    name, message = data.get("name"), data.get("message")
+    if not isinstance(message, str):
+        raise ValueError('"message" must be a string.')
+    if not isinstance(name, (str, type(None))):
+        raise ValueError('"name" must be a string.')
+    name, message = (name or "").strip(), message.strip()
+    if not message:
+        raise ValueError("Your message is empty.")
+    if len(message) > MAX_MESSAGE_CHARS:
+        raise ValueError(f"Your message is too long: {len(message):,} characters;"
+                         f" the limit is {MAX_MESSAGE_CHARS:,}.")
+    if len(name) > MAX_NAME_CHARS:
+        raise ValueError(f"Your name is too long: {len(name):,} characters;"
+                         f" the limit is {MAX_NAME_CHARS:,}.")
+    try:  # a lone surrogate such as "\ud800" would break every client's writer
+        (name + message).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("Your text contains a broken character (a lone surrogate)"
+                         " that cannot be sent.") from None
+    text_rules.check(name, message)  # nothing invisible, reversed or piled up
+    return {"name": name or "anonymous", "message": message}
+
+
+def broadcast(message):
+    frame = json.dumps(message, ensure_ascii=False)
+    deliver(frame)
+
+
+def deliver(text):
+    # Servers do not mask their frames, so one frame's bytes suit every client.
+    frame = frames.text_frame(text)
+    with clients_lock:  # one lock, so every client gets the frames in one order
+        history.append(frame)
+        for ws, outbox in clients.items():
+            queue_frame(ws, outbox, frame)
+
+
+def queue_frame(ws, outbox, frame):
+    """Hand a frame to the client's writer; never wait for the client itself."""
+    if outbox.qsize() >= OUTBOX_LIMIT:
+        hang_up(ws)  # this far behind, it is stuck: drop it, not everyone else
+    else:
+        outbox.put(frame)
+
+
+def write_frames(ws, outbox):
+    try:
+        for frame in iter(outbox.get, None):
+            if not frames.send_whole(ws, [frame, *frames_waiting(outbox)]):
+                return  # the connection is closing: the library says goodbye
+    except Exception:  # reset, SEND_TIMEOUT passed, or anything else: it is over
+        hang_up(ws)
+
+
+def frames_waiting(outbox):
+    """The frames queued behind the one taken, to send them all in one write."""
+    waiting, size = [], 0
+    # Up to what the kernel holds for the client: a bigger write would only wait there.
+    while size < SEND_BUFFER and not outbox.empty():  # we are its only reader
+        frame = outbox.get()
+        if frame is None:  # the connection is over: leave the end for the loop
+            outbox.put(None)
+            break
+        waiting.append(frame)
+        size += len(frame)
+    return waiting
+
+
+def hang_up(ws):
+    """Cut the connection at the socket: it wakes every thread blocked on it."""
+    try:
+        ws.sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # already closed
+
+
+def tune_socket(sock):
+    # Chat frames are tiny: send each now, not after the peer's delayed ACK.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+    # Without a send timeout, send() to a peer that stopped reading never returns.
+    if sys.platform == "win32":
+        timeout = SEND_TIMEOUT * 1000  # milliseconds
+    else:
+        timeout = struct.pack("ll", SEND_TIMEOUT, 0)  # struct timeval
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeout)
+
+
+@app.before_request
+def refuse_other_sites():
+    """Another site's page must not open our socket with our users' cookies."""
+    origin = request.headers.get("Origin")
+    if request.path == "/ws" and origin is not None:
+        if urlsplit(origin).netloc.lower() != request.host.lower():
+            abort(403)
+
+
+@app.before_request
+def decline_compression():
+    """Chat lines are ~100 bytes: compressing them for each client saves nothing, yet
+    costs ~150 KB and several times the CPU per client. Browsers always offer it, and
+    simple-websocket accepts whatever is offered, so we hide the offer from it."""
+    if request.path == "/ws":
+        request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
