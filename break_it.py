@@ -10,6 +10,7 @@ It needs nothing beyond requirements.txt: simple-websocket's client and plain so
 import argparse
 import base64
 import functools
+import itertools
 import json
 import os
 import socket
@@ -29,6 +30,28 @@ ROOM = 4          # well-behaved clients in each demonstration
 DAEMON = functools.partial(threading.Thread, daemon=True)
 
 
+def one_address_per_client():
+    """Give each client a loopback address of its own (127.0.0.2, 127.0.0.3, ...).
+
+    The finished chat limits what one address may do together (limits.py), as it should:
+    an address is a person, or a household. Every client here runs on your machine, so
+    without this they would all be one person, refused and slowed as one. On Linux every
+    127.x.y.z address is this machine; elsewhere they keep the one address.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    numbers = itertools.count()
+
+    class Socket(socket.socket):
+        def connect(self, address):
+            if self.family == socket.AF_INET and address[0] == "127.0.0.1":
+                n = next(numbers)
+                self.bind((f"127.0.{n // 200}.{n % 200 + 2}", 0))
+            super().connect(address)
+
+    socket.socket = Socket  # the library makes its sockets with socket.socket too
+
+
 def main():
     parser = argparse.ArgumentParser(
         description="Attack a running chat the way the world will, and say whether it held.",
@@ -40,6 +63,7 @@ def main():
     parser.add_argument("--url", default="ws://127.0.0.1:5000/ws",
                         help="the chat's websocket (default: %(default)s)")
     args = parser.parse_args()
+    one_address_per_client()
     names = list(DEMOS) if args.demo == "all" else [args.demo]
     everything_held = True
     for name in names:
