@@ -21,7 +21,7 @@ import simple_websocket
 import app as chat
 import guards
 import limits
-from test_app import (TIMEOUT, assert_nothing_arrives, connect, raw_handshake,  # noqa: F401
+from test_app import (TIMEOUT, Client, assert_nothing_arrives, connect, raw_handshake,  # noqa: F401
                       receive, say, server, wait_until)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -65,6 +65,17 @@ def read_until_eof(s):
     return data
 
 
+def close_code(data):
+    """The code of the close frame that data holds, and nothing else: not after it either."""
+    # Read from a raw socket, not with simple_websocket.Client: a frame that comes in the
+    # same read as the handshake's response (on a loaded machine) stays unparsed in that
+    # client (1.1.0) until more bytes arrive, so a close frame sent at once is reported as
+    # 1005 (no status), though the server sent it.
+    assert data[0] == 0x88 and data[1] < 126  # a close frame, its length in one byte
+    assert data[2 + data[1]:] == b""
+    return struct.unpack("!H", data[2:4])[0]
+
+
 # --- The connection's end is always noticed -------------------------------------------
 
 def test_a_1009_frees_the_connection_and_writes_nothing_after_the_close(server):
@@ -75,10 +86,7 @@ def test_a_1009_frees_the_connection_and_writes_nothing_after_the_close(server):
     s.sendall(frame(0x1, b"x" * (chat.MAX_FRAME_CHARS + 1)))
     data = read_until_eof(s)  # the server closes: at once, not at a wake-up 25 s later
     # One close frame, code 1009, and nothing after it (no "HTTP/1.1 200 OK").
-    assert data[0] == 0x88
-    length = data[1]
-    assert struct.unpack("!H", data[2:4])[0] == 1009
-    assert data[2 + length:] == b""
+    assert close_code(data) == 1009
     wait_until(lambda: len(chat.clients) == 1)
     say(bob, "others carry on")
     assert receive(bob)["message"] == "others carry on"
@@ -96,7 +104,7 @@ class NoDescriptorLeft:
 def test_a_reader_thread_that_dies_ends_its_connection(server, monkeypatch):
     options = {**chat.app.config["SOCK_SERVER_OPTIONS"], "selector_class": NoDescriptorLeft}
     monkeypatch.setitem(chat.app.config, "SOCK_SERVER_OPTIONS", options)
-    ws = simple_websocket.Client.connect(f"ws://{server}/ws")
+    ws = Client.connect(f"ws://{server}/ws")
     # No zombie: the handler hears of it, leaves, and the client is hung up on.
     with pytest.raises(simple_websocket.ConnectionClosed):
         while True:
@@ -125,18 +133,24 @@ def test_no_phantom_when_a_writer_thread_cannot_start(server, monkeypatch, caplo
         start(thread)
 
     monkeypatch.setattr(threading.Thread, "start", start_unless_a_writer)
-    unlucky = simple_websocket.Client.connect(f"ws://{server}/ws")
-    with pytest.raises(simple_websocket.ConnectionClosed):
-        unlucky.receive(timeout=TIMEOUT)
-    assert unlucky.close_reason == 1013  # Try Again Later
+    s, response = raw_handshake(server)
+    assert response.split()[1] == "101"
+    # One close frame, Try Again Later, and nothing after it (no "HTTP/1.1 200 OK").
+    assert close_code(read_until_eof(s)) == 1013
+    s.close()
     wait_until(lambda: not chat.clients)
     ada = connect(server)
     say(ada, "hello")
     assert receive(ada)["message"] == "hello"
     ada.close()
-    wait_until(lambda: not chat.clients)
-    lines = [r.getMessage() for r in caplog.records if r.name == chat.app.logger.name]
-    assert lines[-2:] == ["127.0.0.1 joined, 1 connected", "127.0.0.1 left, 0 connected"]
+
+    def lines():
+        return [r.getMessage() for r in caplog.records if r.name == chat.app.logger.name]
+    # leave() logs after letting go of the lock, a moment after `clients` has changed.
+    wait_until(lambda: len(lines()) >= 5)
+    assert lines() == ["127.0.0.1 joined, 1 connected", "127.0.0.1 refused: no thread to spare",
+                       "127.0.0.1 left, 0 connected",
+                       "127.0.0.1 joined, 1 connected", "127.0.0.1 left, 0 connected"]
 
 
 # --- Handshakes -----------------------------------------------------------------------
@@ -191,7 +205,8 @@ def test_connections_per_address_are_capped_with_a_clear_refusal(server, monkeyp
     say(opened[0], "the three carry on")
     assert [receive(ws)["message"] for ws in opened] == ["the three carry on"] * 3
     opened.pop().close()
-    wait_until(lambda: len(chat.clients) == 2)
+    # Its place is given back when its request ends, a moment after it left `clients`.
+    wait_until(lambda: limits.addresses["127.0.0.1"]["connections"] == 2)
     opened.append(connect(server))  # a place is free again
     for ws in opened:
         ws.close()
@@ -306,7 +321,7 @@ def test_running_out_of_descriptors_refuses_newcomers_and_recovers(tmp_path):
                               stderr=log, text=True, preexec_fn=low_limit)
     try:
         address = f"127.0.0.1:{server.stdout.readline().strip()}"
-        healthy = simple_websocket.Client.connect(f"ws://{address}/ws")
+        healthy = Client.connect(f"ws://{address}/ws")
         say(healthy, "before")
         assert receive(healthy)["message"] == "before"
         threads, fds = process_counts(server.pid)
