@@ -94,6 +94,30 @@ def test_a_1009_frees_the_connection_and_writes_nothing_after_the_close(server):
     s.close()
 
 
+def test_a_sender_that_goes_on_past_1009_gets_the_close_and_nothing_else(server):
+    """The rest of the frame over the limit is still on its way when the server closes:
+    Werkzeug must not read it as an HTTP request and answer it (it did: a 414 page)."""
+    s, _ = raw_handshake(server)
+    size = 4 * chat.MAX_FRAME_CHARS
+    sender = threading.Thread(target=send_ignoring_errors,
+                              args=(s, frame(0x1, b"x" * size)))
+    sender.start()
+    try:
+        data = read_until_eof(s)
+    except ConnectionResetError:
+        data = b"reset before the close frame was read"
+    sender.join(TIMEOUT)
+    assert close_code(data) == 1009
+    s.close()
+
+
+def send_ignoring_errors(s, data):
+    try:
+        s.sendall(data)
+    except OSError:
+        pass  # the server closed: expected
+
+
 class NoDescriptorLeft:
     """A selector that cannot be created, as when the process is out of descriptors."""
 
