@@ -25,6 +25,7 @@ import simple_websocket
 WAIT = 5          # seconds we wait for messages that should arrive
 QUIET = 1.5       # seconds without a new message: nothing more is coming
 ROOM = 4          # well-behaved clients in each demonstration
+STALL_SENDERS = 24  # stall's load, spread so that no one address sends more than 256 KB
 # The client library's reader threads, as daemons: a frozen server must not keep this
 # script from ending.
 DAEMON = functools.partial(threading.Thread, daemon=True)
@@ -92,14 +93,19 @@ def stall(url):
     sender, readers = room[0], room[1:]
     # An hour of chat in a few seconds: enough to fill every buffer on the way to the
     # stuck client (Linux lets the server's buffer for it grow to 4 MB).
-    count = 6000
-    sent = send_in_background(sender, [chat_line(tag, n, size=900) for n in range(count)])
+    # Spread over several senders: the finished chat reads one address's bytes at a pace.
+    count, helpers = 6000, [open_client(url) for _ in range(STALL_SENDERS - 1)]
+    senders = [sender, *helpers]
+    share = count // len(senders)
+    sent = send_together({ws: [chat_line(tag, n, size=900)
+                               for n in range(s * share, (s + 1) * share)]
+                          for s, ws in enumerate(senders)})
     got = [collect(ws, tag, until_quiet=True, quiet=QUIET if n == 0 else 0.2)
            for n, ws in enumerate(readers)]
-    refused = count_errors(sender)
+    refused = sum(count_errors(ws) or 0 for ws in senders)
     reset(stuck)
-    close_all(room)
-    accepted = sent[0] - refused
+    close_all(room + helpers)
+    accepted = sent - refused
     lowest = min(len(seen) for seen in got)
     if lowest < accepted:
         return False, (
@@ -401,7 +407,16 @@ def room_still_talks(speaker, listeners, tag):
     return all(line in texts(collect(ws, tag, until=line)) for ws in listeners)
 
 
-def send_in_background(ws, lines):
+def send_together(lines_of):
+    """Each client sends its lines from a thread of its own, all at once; the number sent."""
+    counts = [send_in_background(ws, lines, wait=False) for ws, lines in lines_of.items()]
+    deadline = time.monotonic() + WAIT * 2
+    for thread, _ in counts:
+        thread.join(max(0, deadline - time.monotonic()))
+    return sum(sent[0] for _, sent in counts)
+
+
+def send_in_background(ws, lines, wait=True):
     """Send lines from a thread of their own: a frozen server may never take them all.
     Returns a one-item list, the number sent so far."""
     sent = [0]
@@ -416,6 +431,8 @@ def send_in_background(ws, lines):
 
     thread = threading.Thread(target=send_all, daemon=True)
     thread.start()
+    if not wait:
+        return thread, sent
     thread.join(WAIT * 2)
     return sent
 

@@ -464,17 +464,8 @@ def test_each_demonstration_holds_from_its_fix_on(demo, tmp_path):
     assert status == 0 and "HELD" in output, output
 
 
-# stall pushes ~5 MB through one sender to fill the buffers on the way to a stuck
-# client; from 17-reader on the chat reads at most READ_BYTES_PER_SECOND from one address,
-# so most of it is still unread when stall stops counting, and it says BROKE. A limit of
-# the demonstration, not of the chat: to fix in break_it.py (spread the sender's load).
-NOT_YET = {"stall"}
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize("demo", [
-    pytest.param(demo, marks=pytest.mark.xfail(strict=True, reason="see NOT_YET"))
-    if demo in NOT_YET else demo for demo in FIXED_BY])
+@pytest.mark.parametrize("demo", FIXED_BY)
 def test_every_demonstration_holds_against_the_finished_chat(demo, tmp_path):
     with served_in_a_process("final", tmp_path) as url:
         status, output = break_it(demo, url)
