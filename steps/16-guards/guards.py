@@ -28,6 +28,7 @@ ALLOWED_HOSTS = os.environ.get("ALLOWED_HOSTS")
 # How many reverse proxies stand in front of the chat, each adding X-Forwarded-For.
 TRUSTED_PROXIES = int(os.environ.get("TRUSTED_PROXIES", "0"))
 WEBSOCKET_PATH = "/ws"
+LEFTOVER_READS = 1000  # of 64 KiB: what a closed websocket's client had sent, thrown away
 
 
 def install(app):
@@ -92,11 +93,17 @@ def write_nothing_after_the_close(response):
 
 class NothingMore(Response):
     def __call__(self, environ, start_response):
-        # Reading ends too, or Werkzeug would wait on this socket for another request.
+        # Reading ends too, or Werkzeug would wait on this socket for another request;
+        # and what the client had sent already (the rest of a frame over the limit, say)
+        # is thrown away, or Werkzeug would read it as a request and answer it.
+        sock = environ["werkzeug.socket"]
         try:
-            environ["werkzeug.socket"].shutdown(socket.SHUT_RD)
+            sock.shutdown(socket.SHUT_RD)
+            for _ in range(LEFTOVER_READS):
+                if not sock.recv(65536, getattr(socket, "MSG_DONTWAIT", 0)):
+                    break
         except OSError:
-            pass  # already gone
+            pass  # already gone, or nothing more waiting
         raise ConnectionAbortedError("the websocket is closed: nothing more to send")
 
 
