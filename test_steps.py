@@ -330,6 +330,7 @@ def handshake(address, extra_headers="", key=None, receive_buffer=None):
     return s, head
 
 
+@pytest.mark.slow  # 10 s a step: a learner's pytest has test_app.py's quicker check
 @pytest.mark.parametrize("step", STEPS[STEPS.index("15-whole-frames"):])
 def test_from_15_a_slow_reader_gets_whole_frames_then_the_end(serve, step, monkeypatch):
     """A client that reads a little now and then: with a send timeout, ws.send() could
