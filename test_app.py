@@ -531,7 +531,9 @@ def read_strictly(s, enough, chunk=65536, pause=0):
             if isinstance(event, TextMessage):
                 text += event.data
                 if event.message_finished:
-                    messages.append(json.loads(text))
+                    data = json.loads(text)
+                    if "message" in data:  # other kinds (an exercise's) are not ours
+                        messages.append(data)
                     text = ""
             elif isinstance(event, Pong):
                 pongs.append(event.payload.decode())
