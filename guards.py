@@ -29,6 +29,7 @@ ALLOWED_HOSTS = os.environ.get("ALLOWED_HOSTS")
 TRUSTED_PROXIES = int(os.environ.get("TRUSTED_PROXIES", "0"))
 WEBSOCKET_PATH = "/ws"
 LEFTOVER_READS = 1000  # of 64 KiB: what a closed websocket's client had sent, thrown away
+LEFTOVER_QUIET = 0.1   # seconds of silence after which nothing more is on its way
 
 
 def install(app):
@@ -93,17 +94,22 @@ def write_nothing_after_the_close(response):
 
 class NothingMore(Response):
     def __call__(self, environ, start_response):
-        # Reading ends too, or Werkzeug would wait on this socket for another request;
-        # and what the client had sent already (the rest of a frame over the limit, say)
-        # is thrown away, or Werkzeug would read it as a request and answer it.
+        # What the client had sent already (the rest of a frame over the limit, say)
+        # is thrown away, or Werkzeug would read it as a request and answer it. Some
+        # of it may still be on its way: read until the client closes or goes quiet.
+        # Then reading ends too, or Werkzeug would wait on this socket for a request.
         sock = environ["werkzeug.socket"]
         try:
-            sock.shutdown(socket.SHUT_RD)
+            sock.settimeout(LEFTOVER_QUIET)
             for _ in range(LEFTOVER_READS):
-                if not sock.recv(65536, getattr(socket, "MSG_DONTWAIT", 0)):
+                if not sock.recv(65536):
                     break
         except OSError:
-            pass  # already gone, or nothing more waiting
+            pass  # quiet, or already gone
+        try:
+            sock.shutdown(socket.SHUT_RD)
+        except OSError:
+            pass
         raise ConnectionAbortedError("the websocket is closed: nothing more to send")
 
 
