@@ -40,7 +40,7 @@ def server(monkeypatch, caplog):
     errors = []
     monkeypatch.setattr("threading.excepthook", errors.append)
     httpd = make_server("127.0.0.1", 0, chat.app, threaded=True)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.01,), daemon=True)
     thread.start()
     yield f"127.0.0.1:{httpd.server_port}"
     httpd.shutdown()

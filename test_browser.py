@@ -52,7 +52,7 @@ def start_server(port=0):
     """Serve the chat in this process, as `flask run` does, in a thread."""
     chat.history.clear()  # a server that starts remembers nothing
     httpd = make_server("127.0.0.1", port, chat.app, threaded=True)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    threading.Thread(target=httpd.serve_forever, args=(0.01,), daemon=True).start()
     return httpd
 
 
