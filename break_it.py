@@ -1,11 +1,12 @@
 """Attack a running chat the way the world will, and say whether it held.
 
     flask run                        # in one terminal
-    python break_it.py stall         # in another; or flood, garbage, race, vanish, all
+    python break_it.py stall         # in another; --help lists the others; or all
 
 Each demonstration prints one sentence: what went wrong, or that the chat held. The exit
 status says which: 0 held, 1 broke, 2 could not even start (is the chat running?).
-It needs nothing beyond requirements.txt: simple-websocket's client and plain sockets.
+It needs nothing beyond requirements.txt: simple-websocket's client, wsproto's frames,
+plain sockets and urllib.
 """
 import argparse
 import base64
