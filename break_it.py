@@ -1,14 +1,16 @@
 """Attack a running chat the way the world will, and say whether it held.
 
     flask run                        # in one terminal
-    python break_it.py stall         # in another; or flood, garbage, race, vanish, all
+    python break_it.py stall         # in another; --help lists the others; or all
 
 Each demonstration prints one sentence: what went wrong, or that the chat held. The exit
 status says which: 0 held, 1 broke, 2 could not even start (is the chat running?).
-It needs nothing beyond requirements.txt: simple-websocket's client and plain sockets.
+It needs nothing beyond requirements.txt: simple-websocket's client, wsproto's frames,
+plain sockets and urllib.
 """
 import argparse
 import base64
+import contextlib
 import functools
 import itertools
 import json
@@ -18,9 +20,11 @@ import struct
 import sys
 import threading
 import time
-from urllib.parse import urlsplit
+import urllib.request
+from urllib.parse import urlsplit, urlunsplit
 
 import simple_websocket
+import wsproto.frame_protocol
 
 WAIT = 5          # seconds we wait for messages that should arrive
 QUIET = 1.5       # seconds without a new message: nothing more is coming
@@ -45,12 +49,27 @@ def one_address_per_client():
 
     class Socket(socket.socket):
         def connect(self, address):
-            if self.family == socket.AF_INET and address[0] == "127.0.0.1":
+            if (self.family == socket.AF_INET and address[0] == "127.0.0.1"
+                    and not one_person[0]):
                 n = next(numbers)
                 self.bind((f"127.0.{n // 200}.{n % 200 + 2}", 0))
             super().connect(address)
 
     socket.socket = Socket  # the library makes its sockets with socket.socket too
+
+
+one_person = [False]  # True while clients are to come from one address: see one_address
+
+
+@contextlib.contextmanager
+def one_address():
+    """The clients connected inside all come from this machine's own 127.0.0.1, as one
+    person's many tabs, or one script, do (crowd and swarm)."""
+    one_person[0] = True
+    try:
+        yield
+    finally:
+        one_person[0] = False
 
 
 def main():
@@ -239,8 +258,14 @@ def vanish(url):
     """clients disappear without saying goodbye: does the next message still go out?"""
     tag = new_tag()
     room = gather(url, 3, tag)
-    ghosts = [raw_client(url) for _ in range(4)]
-    wait_for_raw_roll_call(room[0], ghosts, tag)
+    ghosts = []
+    for n in range(4):  # one at a time, each heard by all, as gather does
+        ghosts.append(raw_client(url))
+        call = f"{tag} raw roll call {n}"
+        raw_say(ghosts[-1], call)
+        if not (all(raw_heard(s, call, wait=WAIT) for s in ghosts)
+                and all(call in texts(collect(ws, tag, until=call)) for ws in room)):
+            raise OSError("the vanishing clients never joined the room")
     for ghost in ghosts:
         ghost.close()  # no close frame: a killed browser, a crashed phone app
     time.sleep(1)  # the server notices a closed socket within a moment
@@ -263,8 +288,133 @@ def vanish(url):
                   f"next {count} messages reached everyone else")
 
 
+CROWD = 40  # connections from one address: twice what the finished chat lets it hold
+
+
+def crowd(url):
+    """one address opens 40 connections: can one script fill the room?"""
+    tag = new_tag()
+    room = gather(url, 3, tag)
+    admitted, refusals = [], []
+    with one_address():
+        for _ in range(CROWD):
+            s, status, answer = raw_handshake(url)
+            if status == 101:
+                admitted.append(s)
+            else:
+                refusals.append((status, answer))
+                s.close()
+    wait_for_raw_roll_call(room[0], admitted, tag)  # all of them are in the room
+    still_there = room_still_talks(room[0], room[1:], tag)
+    for s in admitted:
+        s.close()
+    close_all(room)
+    if not refusals:
+        return False, (
+            f"one address opened {CROWD} connections and all {CROWD} got in, each "
+            "holding server threads for as long as it stays: one script can fill the "
+            "room, and the server, by itself")
+    status, answer = refusals[0]
+    if not answer or status >= 500:
+        return False, (f"{len(refusals)} of {CROWD} connections from one address were "
+                       f"refused, but with {status} and no reason the person can read")
+    if not still_there:
+        return False, (f"{len(refusals)} of {CROWD} connections from one address were "
+                       "refused, but afterwards the room no longer talked")
+    return True, (
+        f"one address opened {CROWD} connections: the first {len(admitted)} got in, the "
+        f"other {len(refusals)} were refused in words ({status}: \"{answer}\"), and the "
+        "room still talked")
+
+
+SWARM = 10  # connections from one address: fewer than the finished chat lets it hold
+TAB_BURST = 20  # messages each sends at once: app.py's RATE_BURST, one connection's due
+
+
+def swarm(url):
+    """one address sends 20 messages on each of 10 connections: is the room buried?"""
+    tag = new_tag()
+    room = gather(url, 3, tag)
+    with one_address():
+        tabs = [open_client(url) for _ in range(SWARM)]
+    for n in range(TAB_BURST):
+        for t, ws in enumerate(tabs):
+            say(ws, f"{tag} tab {t} {n}")
+    got = [collect(ws, tag, until_quiet=True, quiet=QUIET if n == 0 else 0.2)
+           for n, ws in enumerate(room)]
+    refused = sum(count_errors(ws) or 0 for ws in tabs)
+    still_there = room_still_talks(room[0], room[1:], tag)
+    close_all(room + tabs)
+    count, most = SWARM * TAB_BURST, max(len(seen) for seen in got)
+    if most > count // 2:
+        return False, (
+            f"one address opened {SWARM} connections and sent {TAB_BURST} messages on "
+            f"each, every connection within its own limit, and the others got {most} of "
+            f"the {count}: one person with more tabs open buries the room")
+    if not refused or not still_there:
+        return False, (f"the others got {most} of {count} messages from one address, but "
+                       "its tabs were not told why, or the room stopped talking")
+    return True, (
+        f"one address sent {count} messages over {SWARM} connections at once: the others "
+        f"got {most} of them, {refused} were refused as too fast, and the room still "
+        "talked")
+
+
+# What each would show as on every screen; one line each, so it fits the sentence.
+SPOOFED_NAME = "\u202enimda"  # U+202E reverses what follows: it shows as "admin"
+INVISIBLE = "\u200b\u2063"   # a zero-width space and an invisible separator
+
+
+def spoof(url):
+    """a name that reverses text, a message with nothing visible: do the others get them?"""
+    tag = new_tag()
+    room = gather(url, 3, tag)
+    sender, others = room[0], room[1:]
+    say(sender, f"{tag} I am in charge here", name=SPOOFED_NAME)
+    say(sender, INVISIBLE)
+    say(sender, f"{tag} done")
+    leaks = [leaked(ws, f"{tag} done") for ws in others]
+    answers = [data["error"] for data in map(as_dict, leaked(sender, f"{tag} done"))
+               if "error" in data]
+    close_all(room)
+    spoofs = [data for leak in leaks for data in map(as_dict, leak)
+              if data.get("name") == SPOOFED_NAME or data.get("message") == INVISIBLE]
+    if spoofs:
+        return False, (
+            f"a name sent as U+202E and \"nimda\" (it shows as \"admin\") and a message of "
+            f"invisible characters reached the others ({len(spoofs)} of "
+            f"{2 * len(others)}): a name that shows as something it is not")
+    if len(answers) < 2:
+        return False, "the misleading name and message were dropped without a word"
+    return True, (
+        "a name that reverses text and a message with nothing visible were refused, each "
+        f"with an error in words to its sender alone (\"{answers[0]}\"), and "
+        "reached no one else")
+
+
+def headers(url):
+    """the page: does it come with a Content-Security-Policy?"""
+    parts = urlsplit(url)
+    scheme = "https" if parts.scheme == "wss" else "http"
+    with urllib.request.urlopen(urlunsplit((scheme, parts.netloc, "/", "", "")),
+                                timeout=WAIT) as response:
+        policy = response.headers.get("Content-Security-Policy")
+        sniffing = response.headers.get("X-Content-Type-Options")
+    if not policy:
+        return False, (
+            "the page came without a Content-Security-Policy: should a message ever get "
+            "into the page as markup, any script in it would run in every reader's "
+            "browser, as them")
+    if sniffing != "nosniff":
+        return False, ("the page has a Content-Security-Policy but not X-Content-Type-"
+                       "Options: nosniff: browsers may guess a file's type and run it")
+    return True, (f"the page came with a Content-Security-Policy ({policy.split(';')[0]}: "
+                  "no script runs but its own) and X-Content-Type-Options: nosniff")
+
+
 DEMOS = {"stall": stall, "flood": flood, "garbage": garbage, "race": race,
-         "vanish": vanish}
+         "vanish": vanish, "crowd": crowd, "swarm": swarm, "spoof": spoof,
+         "headers": headers}
 
 
 # The clients.
@@ -275,14 +425,16 @@ def new_tag():
 
 
 def gather(url, count, tag):
-    """Connect `count` clients and wait until the server has them all in the room."""
-    room = [open_client(url) for _ in range(count)]
-    for attempt in range(5):
-        call = f"{tag} roll call {attempt}"
-        say(room[0], call)
-        if all(call in texts(collect(ws, tag, until=call, wait=1)) for ws in room):
-            return room
-    raise OSError("the clients connected but never heard each other")
+    """Connect `count` clients one at a time, each heard by all before the next comes:
+    a client that joins while a message goes out can trip a naive server (step 03)."""
+    room = []
+    for n in range(count):
+        room.append(open_client(url))
+        call = f"{tag} roll call {n}"
+        say(room[-1], call)  # its own handler sends it: the server has it in the room
+        if not all(call in texts(collect(ws, tag, until=call)) for ws in room):
+            raise OSError("the clients connected but never heard each other")
+    return room
 
 
 def open_client(url):
@@ -306,6 +458,15 @@ def text_of(frame):
     if isinstance(data, dict) and isinstance(data.get("message"), str):
         return data["message"]
     return None
+
+
+def as_dict(frame):
+    """A frame's JSON object, or {} for anything else."""
+    try:
+        data = json.loads(frame)
+    except (ValueError, TypeError, RecursionError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def texts(frames):
@@ -458,6 +619,15 @@ def close_all(clients):
 
 def raw_client(url, receive_buffer=None):
     """A websocket client that does the handshake and nothing else, on a bare socket."""
+    s, status, answer = raw_handshake(url, receive_buffer)
+    if status != 101:
+        s.close()
+        raise OSError(f"the server refused the websocket: {status} {answer}")
+    return s
+
+
+def raw_handshake(url, receive_buffer=None):
+    """Ask for a websocket by hand: (the socket, the status, the reason given if refused)."""
     parts = urlsplit(url)
     s = socket.socket()
     if receive_buffer:  # a small one fills up soon, like a phone's on a bad line
@@ -474,9 +644,18 @@ def raw_client(url, receive_buffer=None):
         if not chunk:
             raise OSError("the server closed the connection during the handshake")
         head += chunk
-    if head.split()[1] != b"101":
-        raise OSError(f"the server refused the websocket: {head.splitlines()[0].decode()}")
-    return s
+    status = int(head.split()[1])
+    if status == 101:
+        return s, status, ""
+    length = next((int(line.split(b":")[1]) for line in head.lower().splitlines()
+                   if line.startswith(b"content-length:")), 0)
+    body = b""
+    while len(body) < length:
+        chunk = s.recv(length - len(body))
+        if not chunk:
+            break
+        body += chunk
+    return s, status, body.decode(errors="replace").strip()
 
 
 def wait_for_raw_roll_call(speaker, raw_sockets, tag):
@@ -487,6 +666,13 @@ def wait_for_raw_roll_call(speaker, raw_sockets, tag):
         if all(raw_heard(s, call) for s in raw_sockets):
             return
     raise OSError("the raw clients never joined the room")
+
+
+def raw_say(s, message, name="break_it"):
+    """Say something on a raw socket: a client's frame, masked as RFC 6455 wants."""
+    frame = json.dumps({"name": name, "message": message})
+    s.sendall(wsproto.frame_protocol.FrameProtocol(client=True, extensions=[])
+              .send_data(frame))
 
 
 def raw_heard(s, text, wait=1):

@@ -41,6 +41,10 @@ FIXED_BY = {
     "stall": "05-writer",
     "garbage": "07-validate",
     "flood": "08-rate-limit",
+    "crowd": "16-guards",
+    "swarm": "18-limits",
+    "spoof": "19-text-rules",
+    "headers": "20-page",
 }
 
 
@@ -459,10 +463,7 @@ def test_each_demonstration_breaks_the_step_before_its_fix(demo, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("demo", FIXED_BY)
-def test_each_demonstration_holds_from_its_fix_on(demo, request, tmp_path):
-    if demo == "vanish":  # seen once in CI: step 03 still has the race step 04 fixes
-        request.applymarker(pytest.mark.xfail(
-            strict=False, reason="vanish's own clients can trip step 03's unlocked set"))
+def test_each_demonstration_holds_from_its_fix_on(demo, tmp_path):
     with served_in_a_process(FIXED_BY[demo], tmp_path) as url:
         status, output = break_it(demo, url)
     assert status == 0 and "HELD" in output, output
