@@ -5,7 +5,8 @@
 
 Each demonstration prints one sentence: what went wrong, or that the chat held. The exit
 status says which: 0 held, 1 broke, 2 could not even start (is the chat running?).
-It needs nothing beyond requirements.txt: simple-websocket's client and plain sockets.
+It needs nothing beyond requirements.txt: simple-websocket's client, wsproto's frame
+parser and plain sockets.
 """
 import argparse
 import base64
@@ -13,6 +14,7 @@ import functools
 import itertools
 import json
 import os
+import re
 import socket
 import struct
 import sys
@@ -21,11 +23,18 @@ import time
 from urllib.parse import urlsplit
 
 import simple_websocket
+from wsproto.frame_protocol import FrameProtocol, Opcode, ParseFailed
 
 WAIT = 5          # seconds we wait for messages that should arrive
 QUIET = 1.5       # seconds without a new message: nothing more is coming
 ROOM = 4          # well-behaved clients in each demonstration
 STALL_SENDERS = 24  # stall's load, spread so that no one address sends more than 256 KB
+# pause's reader stops for longer than the chat's send timeout (SEND_TIMEOUT, 10 s), so
+# that a send to it gives up part-way, and for less than twice that, so that it reads
+# again while the next send still waits.
+PAUSE = 14         # seconds
+SEND_TIMEOUT = 10  # seconds: app.py's, from step 09 on
+PAUSE_SENDERS = 15  # each sends 20 long messages: its first burst, at every step
 # The client library's reader threads, as daemons: a frozen server must not keep this
 # script from ending.
 DAEMON = functools.partial(threading.Thread, daemon=True)
@@ -263,8 +272,43 @@ def vanish(url):
                   f"next {count} messages reached everyone else")
 
 
+def pause(url):
+    """a client stops reading for 14 s, then reads on: are its frames still whole?"""
+    tag = new_tag()
+    paused = raw_client(url, receive_buffer=4096)
+    room = gather(url, ROOM, tag)
+    received = wait_for_raw_roll_call(room[0], [paused], tag)[0]
+    # From now on it reads nothing, while others chat enough to fill every buffer on the
+    # way to it: the server's send to it stops part-way through a frame, and waits.
+    stopped = time.monotonic()
+    senders = [open_client(url) for _ in range(PAUSE_SENDERS)]
+    sent = send_together({ws: [chat_line(tag, s * 20 + n, size=900) for n in range(20)]
+                          for s, ws in enumerate(senders)})
+    collect(room[1], tag, until_quiet=True, wait=WAIT * 2)  # the others have them all
+    filled = time.monotonic() - QUIET
+    # Read again once that send gave up (after the chat's send timeout), but before the
+    # next one does: PAUSE s, or longer if the chat was slow to send.
+    time.sleep(max(0, max(stopped + PAUSE, filled + SEND_TIMEOUT + 1) - time.monotonic()))
+    paused_for = time.monotonic() - stopped
+    rest, hung_up = raw_read(paused, wait=WAIT * 2)
+    close_all(room + senders)
+    messages, broken = whole_messages(received + rest)
+    cut = cut_frame(received + rest)
+    got = len([t for t in texts(messages) if t.startswith(tag) and " roll call " not in t])
+    said = f"the client that paused reading for {paused_for:.0f} s got {got} messages"
+    if cut:
+        return False, (
+            f"{said}, then a frame cut off after {cut[0]:,} of its {cut[1]:,} bytes, "
+            "followed by the next frame: its stream is garbage from there on (a browser "
+            'drops the connection: "Invalid frame header")')
+    if broken:
+        return False, f"{said}, then garbage: {broken}"
+    ending = ", then was hung up on" if hung_up else ""
+    return True, f"{said} of the {sent} sent meanwhile, every frame whole{ending}"
+
+
 DEMOS = {"stall": stall, "flood": flood, "garbage": garbage, "race": race,
-         "vanish": vanish}
+         "vanish": vanish, "pause": pause}
 
 
 # The clients.
@@ -480,28 +524,74 @@ def raw_client(url, receive_buffer=None):
 
 
 def wait_for_raw_roll_call(speaker, raw_sockets, tag):
-    """Wait until every raw socket has been sent a roll call: the server has them all."""
+    """Wait until every raw socket has been sent a roll call: the server has them all.
+    Returns what each of them received meanwhile."""
+    received = [b"" for _ in raw_sockets]
     for attempt in range(5):
-        call = f"{tag} raw roll call {attempt}"
-        say(speaker, call)
-        if all(raw_heard(s, call) for s in raw_sockets):
-            return
+        call = f"{tag} raw roll call {attempt}".encode()
+        say(speaker, call.decode())
+        for n, s in enumerate(raw_sockets):
+            received[n] += raw_read(s, until=call, wait=1)[0]
+        if all(call in data for data in received):
+            return received
     raise OSError("the raw clients never joined the room")
 
 
-def raw_heard(s, text, wait=1):
+def raw_read(s, until=None, wait=WAIT, quiet=QUIET):
+    """The bytes a raw socket receives until `until` is among them, nothing comes for
+    `quiet` s, or `wait` s pass; and whether the server hung up meanwhile."""
     data = b""
     deadline = time.monotonic() + wait
-    while text.encode() not in data and time.monotonic() < deadline:
-        s.settimeout(max(0.01, deadline - time.monotonic()))
+    while (until is None or until not in data) and time.monotonic() < deadline:
+        left = deadline - time.monotonic()
+        s.settimeout(max(0.01, left if until else min(quiet, left)))
         try:
             chunk = s.recv(65536)
         except socket.timeout:
             break
+        except OSError:  # reset
+            return data, True
         if not chunk:
-            break
+            return data, True
         data += chunk
-    return text.encode() in data
+    return data, False
+
+
+def whole_messages(data):
+    """The text messages in the bytes a raw client received, and what broke the stream,
+    if anything did (a wsproto ParseFailed, with the close code a browser would use)."""
+    parser = FrameProtocol(client=True, extensions=[])
+    parser.receive_bytes(data)
+    messages, text = [], ""
+    try:
+        for frame in parser.received_frames():
+            if frame.opcode in (Opcode.TEXT, Opcode.CONTINUATION):
+                text += frame.payload
+                if frame.message_finished:
+                    messages.append(text)
+                    text = ""
+    except ParseFailed as failure:
+        return messages, failure
+    return messages, None
+
+
+def cut_frame(data):
+    """The first frame in a server's bytes that stops short with the next frame's start
+    inside it: (how many of its bytes came, how many it said it had), or None."""
+    at = 0
+    while at + 2 <= len(data):
+        size, start = data[at + 1] & 0x7F, at + 2
+        if size == 126:
+            size, start = int.from_bytes(data[at + 2:at + 4], "big"), at + 4
+        elif size == 127:
+            size, start = int.from_bytes(data[at + 2:at + 10], "big"), at + 10
+        payload = data[start:start + size]
+        # A text frame of ours: 0x81, its length (7 or 7+16 bits), then '{"'.
+        inside = re.search(rb'\x81(?:\x7e..|[\x02-\x7d])\{"', payload, re.DOTALL)
+        if inside and data[at] == 0x81:
+            return inside.start(), size
+        at = start + size
+    return None
 
 
 def reset(s):

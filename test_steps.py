@@ -41,6 +41,7 @@ FIXED_BY = {
     "stall": "05-writer",
     "garbage": "07-validate",
     "flood": "08-rate-limit",
+    "pause": "15-whole-frames",
 }
 
 
