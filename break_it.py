@@ -35,6 +35,11 @@ STALL_SENDERS = 24  # stall's load, spread so that no one address sends more tha
 PAUSE = 14         # seconds
 SEND_TIMEOUT = 10  # seconds: app.py's, from step 09 on
 PAUSE_SENDERS = 15  # each sends 20 long messages: its first burst, at every step
+TOO_BIG = 64 * 1024 + 1  # characters: one more than app.py's MAX_FRAME_CHARS
+MOST_CONNECTIONS = 50    # hold stops opening connections here if none is refused
+# The client library's own sockets, before one_address_per_client() changes them: what
+# they connect from is the machine's one address.
+ONE_ADDRESS_SOCKET = socket.socket
 # The client library's reader threads, as daemons: a frozen server must not keep this
 # script from ending.
 DAEMON = functools.partial(threading.Thread, daemon=True)
@@ -307,8 +312,49 @@ def pause(url):
     return True, f"{said} of the {sent} sent meanwhile, every frame whole{ending}"
 
 
+def hold(url):
+    """connections closed for too big a frame: does their address get its places back?"""
+    # One address (one household, say) opens connections until the chat refuses one.
+    opened, refusal = [], None
+    while len(opened) < MOST_CONNECTIONS and refusal is None:
+        try:
+            opened.append(raw_client(url, one_address=True))
+        except Refused as error:
+            refusal = error
+    if refusal is None:
+        close_all_raw(opened)
+        return True, (f"one address opened {len(opened)} connections: this chat sets no "
+                      "limit per address, so a closed connection holds no place back")
+    # Half of them send a frame too big: the chat closes those (code 1009).
+    closing = opened[len(opened) // 2:]
+    frame = FrameProtocol(client=True, extensions=[]).send_data("x" * TOO_BIG)
+    for s in closing:
+        s.sendall(frame)
+    codes = ", ".join(sorted({str(close_code(s)) for s in closing}))
+    # At once the address opens as many again: their places should be free.
+    started, reopened = time.monotonic(), []
+    while len(reopened) < len(closing) and time.monotonic() < started + WAIT:
+        try:
+            reopened.append(raw_client(url, one_address=True))
+        except Refused as error:
+            refusal = error
+            time.sleep(0.1)
+    took = time.monotonic() - started
+    close_all_raw(opened + reopened)
+    closed = (f"{len(closing)} of one address's {len(opened)} connections sent a frame "
+              f"too big and the chat closed them (close code {codes})")
+    if len(reopened) < len(closing):
+        return False, (
+            f"{closed}, yet for {WAIT} s the address could open only {len(reopened)} "
+            f"new ones ({refusal}): the chat still counted {len(closing) - len(reopened)} "
+            "closed connections, whose handlers notice the close only when they next "
+            "wake up (every 25 s)")
+    return True, (f"{closed}, and the address opened {len(reopened)} new ones within "
+                  f"{took:.1f} s: their places were free")
+
+
 DEMOS = {"stall": stall, "flood": flood, "garbage": garbage, "race": race,
-         "vanish": vanish, "pause": pause}
+         "vanish": vanish, "pause": pause, "hold": hold}
 
 
 # The clients.
@@ -500,10 +546,15 @@ def close_all(clients):
             pass
 
 
-def raw_client(url, receive_buffer=None):
-    """A websocket client that does the handshake and nothing else, on a bare socket."""
+class Refused(OSError):
+    """The chat answered a websocket handshake with something other than 101."""
+
+
+def raw_client(url, receive_buffer=None, one_address=False):
+    """A websocket client that does the handshake and nothing else, on a bare socket.
+    With one_address, it connects from the machine's own address, as a browser does."""
     parts = urlsplit(url)
-    s = socket.socket()
+    s = (ONE_ADDRESS_SOCKET if one_address else socket.socket)()
     if receive_buffer:  # a small one fills up soon, like a phone's on a bad line
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
     s.settimeout(WAIT)
@@ -519,8 +570,37 @@ def raw_client(url, receive_buffer=None):
             raise OSError("the server closed the connection during the handshake")
         head += chunk
     if head.split()[1] != b"101":
-        raise OSError(f"the server refused the websocket: {head.splitlines()[0].decode()}")
+        s.close()
+        raise Refused(f"the server refused the websocket: {head.splitlines()[0].decode()}")
     return s
+
+
+def close_code(s, wait=WAIT * 4):
+    """The code of the close frame the chat sends on a raw socket within `wait` s (it
+    may read slowly), or None if it sends none."""
+    parser = FrameProtocol(client=True, extensions=[])
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        s.settimeout(max(0.01, deadline - time.monotonic()))
+        try:
+            data = s.recv(65536)
+        except OSError:  # timed out, or reset
+            return None
+        if not data:
+            return None
+        parser.receive_bytes(data)
+        try:
+            for frame in parser.received_frames():
+                if frame.opcode is Opcode.CLOSE:
+                    return frame.payload[0]
+        except ParseFailed:
+            return None
+    return None
+
+
+def close_all_raw(sockets):
+    for s in sockets:
+        s.close()
 
 
 def wait_for_raw_roll_call(speaker, raw_sockets, tag):

@@ -42,6 +42,7 @@ FIXED_BY = {
     "garbage": "07-validate",
     "flood": "08-rate-limit",
     "pause": "15-whole-frames",
+    "hold": "17-reader",
 }
 
 
@@ -387,10 +388,13 @@ def test_from_16_one_address_may_not_fill_the_room(serve, step):
 @pytest.mark.parametrize("step", STEPS[STEPS.index("17-reader"):])
 def test_from_17_the_handler_hears_a_close_at_once(serve, step):
     """Too big a frame: the library closes with 1009. Before reader.py, the handler
-    noticed only when its receive() woke up, 25 s later, holding its place meanwhile."""
+    noticed only when its receive() woke up, 25 s later, holding its place meanwhile.
+    Not always: the library wakes it just before it marks the connection closed, and a
+    handler quick enough sees the mark (about 1 in 4 at step 16); so five of them."""
     address, module = serve(step)
-    (ada,) = room_of(address, module, 1)
-    ada.send("x" * (module.MAX_FRAME_CHARS + 1))
+    room = room_of(address, module, 5)
+    for ws in room:
+        ws.send("x" * (module.MAX_FRAME_CHARS + 1))
     wait_until(lambda: len(module.clients) == 0)
 
 
