@@ -36,7 +36,7 @@ PAUSE = 14         # seconds
 SEND_TIMEOUT = 10  # seconds: app.py's, from step 09 on
 PAUSE_SENDERS = 15  # each sends 20 long messages: its first burst, at every step
 TOO_BIG = 64 * 1024 + 1  # characters: one more than app.py's MAX_FRAME_CHARS
-MOST_CONNECTIONS = 50    # hold stops opening connections here if none is refused
+MOST_CONNECTIONS = 50    # oversize stops opening connections here if none is refused
 # The client library's own sockets, before one_address_per_client() changes them: what
 # they connect from is the machine's one address.
 ONE_ADDRESS_SOCKET = socket.socket
@@ -312,7 +312,7 @@ def pause(url):
     return True, f"{said} of the {sent} sent meanwhile, every frame whole{ending}"
 
 
-def hold(url):
+def oversize(url):
     """connections closed for too big a frame: does their address get its places back?"""
     # One address (one household, say) opens connections until the chat refuses one.
     opened, refusal = [], None
@@ -354,7 +354,7 @@ def hold(url):
 
 
 DEMOS = {"stall": stall, "flood": flood, "garbage": garbage, "race": race,
-         "vanish": vanish, "pause": pause, "hold": hold}
+         "vanish": vanish, "pause": pause, "oversize": oversize}
 
 
 # The clients.
