@@ -15,6 +15,7 @@ import functools
 import itertools
 import json
 import os
+import re
 import socket
 import struct
 import sys
@@ -24,12 +25,20 @@ import urllib.request
 from urllib.parse import urlsplit, urlunsplit
 
 import simple_websocket
-import wsproto.frame_protocol
+from wsproto.frame_protocol import FrameProtocol, Opcode, ParseFailed
 
 WAIT = 5          # seconds we wait for messages that should arrive
 QUIET = 1.5       # seconds without a new message: nothing more is coming
 ROOM = 4          # well-behaved clients in each demonstration
 STALL_SENDERS = 24  # stall's load, spread so that no one address sends more than 256 KB
+# pause's reader stops for longer than the chat's send timeout (SEND_TIMEOUT, 10 s), so
+# that a send to it gives up part-way, and for less than twice that, so that it reads
+# again while the next send still waits.
+PAUSE = 14         # seconds
+SEND_TIMEOUT = 10  # seconds: app.py's, from step 09 on
+PAUSE_SENDERS = 15  # each sends 20 long messages: its first burst, at every step
+TOO_BIG = 64 * 1024 + 1  # characters: one more than app.py's MAX_FRAME_CHARS
+MOST_CONNECTIONS = 50    # oversize stops opening connections here if none is refused
 # The client library's reader threads, as daemons: a frozen server must not keep this
 # script from ending.
 DAEMON = functools.partial(threading.Thread, daemon=True)
@@ -412,9 +421,87 @@ def headers(url):
                   "no script runs but its own) and X-Content-Type-Options: nosniff")
 
 
+def pause(url):
+    """a client stops reading for 14 s, then reads on: are its frames still whole?"""
+    tag = new_tag()
+    paused = raw_client(url, receive_buffer=4096)
+    room = gather(url, ROOM, tag)
+    received = wait_for_raw_roll_call(room[0], [paused], tag)[0]
+    # From now on it reads nothing, while others chat enough to fill every buffer on the
+    # way to it: the server's send to it stops part-way through a frame, and waits.
+    stopped = time.monotonic()
+    senders = [open_client(url) for _ in range(PAUSE_SENDERS)]
+    sent = send_together({ws: [chat_line(tag, s * 20 + n, size=900) for n in range(20)]
+                          for s, ws in enumerate(senders)})
+    collect(room[1], tag, until_quiet=True, wait=WAIT * 2)  # the others have them all
+    filled = time.monotonic() - QUIET
+    # Read again once that send gave up (after the chat's send timeout), but before the
+    # next one does: PAUSE s, or longer if the chat was slow to send.
+    time.sleep(max(0, max(stopped + PAUSE, filled + SEND_TIMEOUT + 1) - time.monotonic()))
+    paused_for = time.monotonic() - stopped
+    rest, hung_up = raw_read(paused, wait=WAIT * 2)
+    close_all(room + senders)
+    messages, broken = whole_messages(received + rest)
+    cut = cut_frame(received + rest)
+    got = len([t for t in texts(messages) if t.startswith(tag) and " roll call " not in t])
+    said = f"the client that paused reading for {paused_for:.0f} s got {got} messages"
+    if cut:
+        return False, (
+            f"{said}, then a frame cut off after {cut[0]:,} of its {cut[1]:,} bytes, "
+            "followed by the next frame: its stream is garbage from there on (a browser "
+            'drops the connection: "Invalid frame header")')
+    if broken:
+        return False, f"{said}, then garbage: {broken}"
+    ending = ", then was hung up on" if hung_up else ""
+    return True, f"{said} of the {sent} sent meanwhile, every frame whole{ending}"
+
+
+def oversize(url):
+    """connections closed for too big a frame: does their address get its places back?"""
+    # One address (one household, say) opens connections until the chat refuses one.
+    opened, refusal = [], None
+    with one_address():
+        while len(opened) < MOST_CONNECTIONS and refusal is None:
+            try:
+                opened.append(raw_client(url))
+            except Refused as error:
+                refusal = error
+    if refusal is None:
+        close_all_raw(opened)
+        return True, (f"one address opened {len(opened)} connections: this chat sets no "
+                      "limit per address, so a closed connection holds no place back")
+    # Half of them send a frame too big: the chat closes those (code 1009).
+    closing = opened[len(opened) // 2:]
+    frame = FrameProtocol(client=True, extensions=[]).send_data("x" * TOO_BIG)
+    for s in closing:
+        s.sendall(frame)
+    codes = ", ".join(sorted({str(close_code(s)) for s in closing}))
+    # At once the address opens as many again: their places should be free.
+    started, reopened = time.monotonic(), []
+    with one_address():
+        while len(reopened) < len(closing) and time.monotonic() < started + WAIT:
+            try:
+                reopened.append(raw_client(url))
+            except Refused as error:
+                refusal = error
+                time.sleep(0.1)
+    took = time.monotonic() - started
+    close_all_raw(opened + reopened)
+    closed = (f"{len(closing)} of one address's {len(opened)} connections sent a frame "
+              f"too big and the chat closed them (close code {codes})")
+    if len(reopened) < len(closing):
+        return False, (
+            f"{closed}, yet for {WAIT} s the address could open only {len(reopened)} "
+            f"new ones ({refusal}): the chat still counted {len(closing) - len(reopened)} "
+            "closed connections, whose handlers notice the close only when they next "
+            "wake up (every 25 s)")
+    return True, (f"{closed}, and the address opened {len(reopened)} new ones within "
+                  f"{took:.1f} s: their places were free")
+
+
 DEMOS = {"stall": stall, "flood": flood, "garbage": garbage, "race": race,
-         "vanish": vanish, "crowd": crowd, "swarm": swarm, "spoof": spoof,
-         "headers": headers}
+         "vanish": vanish, "pause": pause, "crowd": crowd, "oversize": oversize,
+         "swarm": swarm, "spoof": spoof, "headers": headers}
 
 
 # The clients.
@@ -617,12 +704,16 @@ def close_all(clients):
             pass
 
 
+class Refused(OSError):
+    """The chat answered a websocket handshake with something other than 101."""
+
+
 def raw_client(url, receive_buffer=None):
     """A websocket client that does the handshake and nothing else, on a bare socket."""
     s, status, answer = raw_handshake(url, receive_buffer)
     if status != 101:
         s.close()
-        raise OSError(f"the server refused the websocket: {status} {answer}")
+        raise Refused(f"the server refused the websocket: {status} {answer}")
     return s
 
 
@@ -658,36 +749,114 @@ def raw_handshake(url, receive_buffer=None):
     return s, status, body.decode(errors="replace").strip()
 
 
+def close_code(s, wait=WAIT * 4):
+    """The code of the close frame the chat sends on a raw socket within `wait` s (it
+    may read slowly), or None if it sends none."""
+    parser = FrameProtocol(client=True, extensions=[])
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        s.settimeout(max(0.01, deadline - time.monotonic()))
+        try:
+            data = s.recv(65536)
+        except OSError:  # timed out, or reset
+            return None
+        if not data:
+            return None
+        parser.receive_bytes(data)
+        try:
+            for frame in parser.received_frames():
+                if frame.opcode is Opcode.CLOSE:
+                    return frame.payload[0]
+        except ParseFailed:
+            return None
+    return None
+
+
+def close_all_raw(sockets):
+    for s in sockets:
+        s.close()
+
+
 def wait_for_raw_roll_call(speaker, raw_sockets, tag):
-    """Wait until every raw socket has been sent a roll call: the server has them all."""
+    """Wait until every raw socket has been sent a roll call: the server has them all.
+    Returns what each of them received meanwhile."""
+    received = [b"" for _ in raw_sockets]
     for attempt in range(5):
-        call = f"{tag} raw roll call {attempt}"
-        say(speaker, call)
-        if all(raw_heard(s, call) for s in raw_sockets):
-            return
+        call = f"{tag} raw roll call {attempt}".encode()
+        say(speaker, call.decode())
+        for n, s in enumerate(raw_sockets):
+            received[n] += raw_read(s, until=call, wait=1)[0]
+        if all(call in data for data in received):
+            return received
     raise OSError("the raw clients never joined the room")
 
 
 def raw_say(s, message, name="break_it"):
     """Say something on a raw socket: a client's frame, masked as RFC 6455 wants."""
     frame = json.dumps({"name": name, "message": message})
-    s.sendall(wsproto.frame_protocol.FrameProtocol(client=True, extensions=[])
+    s.sendall(FrameProtocol(client=True, extensions=[])
               .send_data(frame))
 
 
-def raw_heard(s, text, wait=1):
+def raw_read(s, until=None, wait=WAIT, quiet=QUIET):
+    """The bytes a raw socket receives until `until` is among them, nothing comes for
+    `quiet` s, or `wait` s pass; and whether the server hung up meanwhile."""
     data = b""
     deadline = time.monotonic() + wait
-    while text.encode() not in data and time.monotonic() < deadline:
-        s.settimeout(max(0.01, deadline - time.monotonic()))
+    while (until is None or until not in data) and time.monotonic() < deadline:
+        left = deadline - time.monotonic()
+        s.settimeout(max(0.01, left if until else min(quiet, left)))
         try:
             chunk = s.recv(65536)
         except socket.timeout:
             break
+        except OSError:  # reset
+            return data, True
         if not chunk:
-            break
+            return data, True
         data += chunk
-    return text.encode() in data
+    return data, False
+
+
+def raw_heard(s, text, wait=1):
+    return text.encode() in raw_read(s, until=text.encode(), wait=wait)[0]
+
+
+def whole_messages(data):
+    """The text messages in the bytes a raw client received, and what broke the stream,
+    if anything did (a wsproto ParseFailed, with the close code a browser would use)."""
+    parser = FrameProtocol(client=True, extensions=[])
+    parser.receive_bytes(data)
+    messages, text = [], ""
+    try:
+        for frame in parser.received_frames():
+            if frame.opcode in (Opcode.TEXT, Opcode.CONTINUATION):
+                text += frame.payload
+                if frame.message_finished:
+                    messages.append(text)
+                    text = ""
+    except ParseFailed as failure:
+        return messages, failure
+    return messages, None
+
+
+def cut_frame(data):
+    """The first frame in a server's bytes that stops short with the next frame's start
+    inside it: (how many of its bytes came, how many it said it had), or None."""
+    at = 0
+    while at + 2 <= len(data):
+        size, start = data[at + 1] & 0x7F, at + 2
+        if size == 126:
+            size, start = int.from_bytes(data[at + 2:at + 4], "big"), at + 4
+        elif size == 127:
+            size, start = int.from_bytes(data[at + 2:at + 10], "big"), at + 10
+        payload = data[start:start + size]
+        # A text frame of ours: 0x81, its length (7 or 7+16 bits), then '{"'.
+        inside = re.search(rb'\x81(?:\x7e..|[\x02-\x7d])\{"', payload, re.DOTALL)
+        if inside and data[at] == 0x81:
+            return inside.start(), size
+        at = start + size
+    return None
 
 
 def reset(s):

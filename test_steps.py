@@ -41,7 +41,9 @@ FIXED_BY = {
     "stall": "05-writer",
     "garbage": "07-validate",
     "flood": "08-rate-limit",
+    "pause": "15-whole-frames",
     "crowd": "16-guards",
+    "oversize": "17-reader",
     "swarm": "18-limits",
     "spoof": "19-text-rules",
     "headers": "20-page",
@@ -334,36 +336,52 @@ def handshake(address, extra_headers="", key=None, receive_buffer=None):
     return s, head
 
 
-@pytest.mark.slow  # 10 s a step: a learner's pytest has test_app.py's quicker check
+def read_frames(s, parser, quiet=1):
+    """Parse what s receives until nothing comes for `quiet` s; True if the server hung
+    up. Raises wsproto's ParseFailed if the stream is corrupt."""
+    s.settimeout(quiet)
+    deadline = time.monotonic() + 3 * TIMEOUT
+    while time.monotonic() < deadline:
+        try:
+            data = s.recv(65536)
+        except socket.timeout:
+            return False
+        except OSError:  # reset
+            return True
+        if not data:
+            return True
+        parser.receive_bytes(data)
+        for _ in parser.received_frames():
+            pass
+    raise AssertionError("the server never stopped sending")
+
+
+@pytest.mark.slow  # 6 s a step: a learner's pytest has test_app.py's quicker check
 @pytest.mark.parametrize("step", STEPS[STEPS.index("15-whole-frames"):])
 def test_from_15_a_slow_reader_gets_whole_frames_then_the_end(serve, step, monkeypatch):
-    """A client that reads a little now and then: with a send timeout, ws.send() could
-    drop the rest of a frame and go on with the next (a corrupt stream, step 14)."""
+    """A client stops reading for longer than the send timeout, reads on, then stops for
+    good. At step 14, ws.send() gave up part-way through a frame when the timeout passed,
+    and the next frame followed: a corrupt stream (break_it.py pause shows it)."""
     address, module = serve(step)
-    monkeypatch.setattr(module, "SEND_TIMEOUT", 1)
-    monkeypatch.setattr(module, "SEND_BUFFER", 4096)
+    monkeypatch.setattr(module, "SEND_TIMEOUT", 2)
     monkeypatch.setattr(module, "RATE_BURST", 10**6)
     slow, head = handshake(address, receive_buffer=4096)
     assert b" 101 " in head
     ada = connect(address)
     wait_until(lambda: len(module.clients) == 2)
-    for n in range(300):
-        say(ada, f"{n} " + "x" * 900)
     parser = wsproto.frame_protocol.FrameProtocol(client=True, extensions=[])
-    deadline = time.monotonic() + 4 * TIMEOUT
-    while time.monotonic() < deadline:
-        time.sleep(1.5)  # longer than the send timeout: the server's send gives up
-        try:
-            data = slow.recv(2048)
-        except OSError:
-            data = b""
-        if not data:
-            break  # hung up on: what came before must all have been whole frames
-        parser.receive_bytes(data)
-        for _ in parser.received_frames():  # raises ParseFailed on a corrupt stream
-            pass
-    else:
-        pytest.fail("the slow reader was never hung up on")
+    for n in range(300):  # more than fits in the buffers on the way to slow
+        say(ada, f"{n} " + "x" * 900)
+    for n in range(300):
+        receive(ada)  # all sent: the send to slow has stopped part-way, and waits
+    # At step 14 that send gives up part-way after SEND_TIMEOUT, and the next one waits
+    # to go on after the cut: read on in between. (From step 15 on, all goes out whole.)
+    time.sleep(module.SEND_TIMEOUT * 1.25)
+    read_frames(slow, parser)
+    for n in range(300):  # now it reads nothing more: hung up on, after whole frames
+        say(ada, f"{n} " + "x" * 900)
+    wait_until(lambda: len(module.clients) == 1)
+    assert read_frames(slow, parser)
     slow.close()
     ada.close()
 
@@ -390,10 +408,13 @@ def test_from_16_one_address_may_not_fill_the_room(serve, step):
 @pytest.mark.parametrize("step", STEPS[STEPS.index("17-reader"):])
 def test_from_17_the_handler_hears_a_close_at_once(serve, step):
     """Too big a frame: the library closes with 1009. Before reader.py, the handler
-    noticed only when its receive() woke up, 25 s later, holding its place meanwhile."""
+    noticed only when its receive() woke up, 25 s later, holding its place meanwhile.
+    Not always: the library wakes it just before it marks the connection closed, and a
+    handler quick enough sees the mark (about 1 in 4 at step 16); so five of them."""
     address, module = serve(step)
-    (ada,) = room_of(address, module, 1)
-    ada.send("x" * (module.MAX_FRAME_CHARS + 1))
+    room = room_of(address, module, 5)
+    for ws in room:
+        ws.send("x" * (module.MAX_FRAME_CHARS + 1))
     wait_until(lambda: len(module.clients) == 0)
 
 
