@@ -73,7 +73,7 @@ one_person = [False]  # True while clients are to come from one address: see one
 @contextlib.contextmanager
 def one_address():
     """The clients connected inside all come from this machine's own 127.0.0.1, as one
-    person's many tabs, or one script, do (crowd and swarm)."""
+    person's many tabs, or one script, do (crowd, oversize, swarm)."""
     one_person[0] = True
     try:
         yield
