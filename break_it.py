@@ -439,11 +439,18 @@ def pause(url):
     # next one does: PAUSE s, or longer if the chat was slow to send.
     time.sleep(max(0, max(stopped + PAUSE, filled + SEND_TIMEOUT + 1) - time.monotonic()))
     paused_for = time.monotonic() - stopped
-    rest, hung_up = raw_read(paused, wait=WAIT * 2)
+    # Until all have come or it is hung up on: after a long pause, the kernel may take
+    # seconds to notice that the client reads again (TCP's zero-window probes back off).
+    rest, hung_up, got, broken, cut = b"", False, 0, None, None
+    deadline = time.monotonic() + WAIT * 4
+    while not (got == sent or hung_up or broken or cut) and time.monotonic() < deadline:
+        more, hung_up = raw_read(paused, wait=deadline - time.monotonic())
+        rest += more
+        messages, broken = whole_messages(received + rest)
+        got = len([t for t in texts(messages)
+                   if t.startswith(tag) and " roll call " not in t])
+        cut = cut_frame(received + rest)
     close_all(room + senders)
-    messages, broken = whole_messages(received + rest)
-    cut = cut_frame(received + rest)
-    got = len([t for t in texts(messages) if t.startswith(tag) and " roll call " not in t])
     said = f"the client that paused reading for {paused_for:.0f} s got {got} messages"
     if cut:
         return False, (
@@ -452,6 +459,8 @@ def pause(url):
             'drops the connection: "Invalid frame header")')
     if broken:
         return False, f"{said}, then garbage: {broken}"
+    if got < sent and not hung_up:
+        return False, f"{said} of the {sent} sent meanwhile, and no more in {WAIT * 4} s"
     ending = ", then was hung up on" if hung_up else ""
     return True, f"{said} of the {sent} sent meanwhile, every frame whole{ending}"
 
@@ -460,11 +469,15 @@ def oversize(url):
     """connections closed for too big a frame: does their address get its places back?"""
     # One address (one household, say) opens connections until the chat refuses one.
     opened, refusal = [], None
+    ready_by = time.monotonic() + WAIT  # an earlier run's connections may still be closing
     with one_address():
         while len(opened) < MOST_CONNECTIONS and refusal is None:
             try:
                 opened.append(raw_client(url))
             except Refused as error:
+                if len(opened) < 2 and time.monotonic() < ready_by:
+                    time.sleep(0.1)
+                    continue
                 refusal = error
     if refusal is None:
         close_all_raw(opened)

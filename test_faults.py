@@ -17,6 +17,8 @@ import time
 
 import pytest
 import simple_websocket
+from werkzeug.debug import DebuggedApplication
+from werkzeug.serving import make_server
 
 import app as chat
 import guards
@@ -125,6 +127,28 @@ def test_bytes_that_arrive_late_after_the_close_are_not_read_as_a_request(server
     s.sendall(b"x" * 1000)
     assert close_code(head + read_until_eof(s)) == 1009
     s.close()
+
+
+# Made at import: the debugger keeps a shared-memory arena (two descriptors) for good,
+# which the test's check of this process's descriptors would take for a leak.
+DEBUGGED_CHAT = DebuggedApplication(chat.app, evalex=True)
+
+
+def test_under_flask_run_debug_nothing_follows_the_close_frame():
+    """`flask run --debug` wraps the app in Werkzeug's debugger, which catches what the
+    app raises and writes its error page: it did, onto every websocket that closed."""
+    chat.history.clear()
+    httpd = make_server("127.0.0.1", 0, DEBUGGED_CHAT, threaded=True)
+    threading.Thread(target=httpd.serve_forever, args=(0.01,), daemon=True).start()
+    try:
+        s, response = raw_handshake(f"127.0.0.1:{httpd.server_port}")
+        assert response.split()[1] == "101"
+        s.sendall(frame(0x8, (1000).to_bytes(2, "big")))  # the client says goodbye
+        assert close_code(read_until_eof(s)) == 1000  # and nothing after it
+        s.close()
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
 
 
 def send_ignoring_errors(s, data):

@@ -97,7 +97,7 @@ class NothingMore(Response):
         # What the client had sent already (the rest of a frame over the limit, say)
         # is thrown away, or Werkzeug would read it as a request and answer it. Some
         # of it may still be on its way: read until the client closes or goes quiet.
-        # Then reading ends too, or Werkzeug would wait on this socket for a request.
+        # Then the socket is shut, or Werkzeug would wait on it for another request.
         sock = environ["werkzeug.socket"]
         try:
             sock.settimeout(LEFTOVER_QUIET)
@@ -107,10 +107,13 @@ class NothingMore(Response):
         except OSError:
             pass  # quiet, or already gone
         try:
-            sock.shutdown(socket.SHUT_RD)
+            sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
-        raise ConnectionAbortedError("the websocket is closed: nothing more to send")
+        # Werkzeug's write of the status line now fails with BrokenPipeError, which it
+        # takes quietly for a client that went away. Raising here instead would reach
+        # `flask run --debug`'s debugger, which writes its error page onto the socket.
+        return super().__call__(environ, start_response)
 
 
 def plain_error(status, text, extra_headers=None):
