@@ -309,18 +309,18 @@ def test_the_rate_limit_refuses_a_flood_and_keeps_the_sender(clients):
     assert receive(bob)["message"] == "later"
 
 
-def raw_handshake(server, origin=None, receive_buffer=None, extensions=None):
+def raw_handshake(server, origin=None, receive_buffer=None, extensions=None, key=None):
     """A websocket client that does nothing more than the handshake.
 
     Returns the socket and the server's response head (status line and headers).
     """
     host, port = server.split(":")
     s = socket.socket()
-    if receive_buffer:
+    if receive_buffer:  # before connecting, or the kernel keeps its default window
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
     s.settimeout(TIMEOUT)
     s.connect((host, int(port)))
-    key = base64.b64encode(os.urandom(16)).decode()
+    key = key or base64.b64encode(os.urandom(16)).decode()
     request = (f"GET /ws HTTP/1.1\r\nHost: {server}\r\nUpgrade: websocket\r\n"
                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
                "Sec-WebSocket-Version: 13\r\n")

@@ -5,7 +5,6 @@ A checkpoint is the folder steps/NN-name/, and the last one is the project itsel
 step's folder holds only the files that step changes; the others are as they were at the
 step before, which is what an attendee's own folder looks like at that point.
 """
-import base64
 import contextlib
 import importlib.util
 import json
@@ -26,6 +25,7 @@ import wsproto.frame_protocol
 from werkzeug.serving import make_server
 
 import limits
+from test_app import raw_handshake
 
 HERE = pathlib.Path(__file__).parent
 STEPS = sorted(p.name for p in (HERE / "steps").iterdir() if p.is_dir()) + ["final"]
@@ -302,38 +302,9 @@ def test_from_13_the_page_shows_its_status(serve, step):
 @pytest.mark.parametrize("step", STEPS[STEPS.index("14-speed"):])
 def test_from_14_compression_is_declined(serve, step):
     address, _ = serve(step)
-    host, port = address.split(":")
-    with socket.create_connection((host, int(port)), timeout=TIMEOUT) as s:
-        key = base64.b64encode(os.urandom(16)).decode()
-        s.sendall((f"GET /ws HTTP/1.1\r\nHost: {address}\r\nUpgrade: websocket\r\n"
-                   f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                   "Sec-WebSocket-Version: 13\r\n"
-                   "Sec-WebSocket-Extensions: permessage-deflate\r\n\r\n").encode())
-        head = b""
-        while b"\r\n\r\n" not in head:
-            head += s.recv(1)
-    assert b" 101 " in head and b"extensions" not in head.lower()
-
-
-def handshake(address, extra_headers="", key=None, receive_buffer=None):
-    """A websocket opened by hand: (the socket, the server's response head)."""
-    host, port = address.split(":")
-    s = socket.socket()
-    if receive_buffer:  # before connecting, or the kernel keeps its default window
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
-    s.settimeout(TIMEOUT)
-    s.connect((host, int(port)))
-    key = key or base64.b64encode(os.urandom(16)).decode()
-    s.sendall((f"GET /ws HTTP/1.1\r\nHost: {address}\r\nUpgrade: websocket\r\n"
-               f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-               f"Sec-WebSocket-Version: 13\r\n{extra_headers}\r\n").encode())
-    head = b""
-    while b"\r\n\r\n" not in head:
-        byte = s.recv(1)
-        if not byte:
-            break
-        head += byte
-    return s, head
+    s, head = raw_handshake(address, extensions="permessage-deflate")
+    s.close()
+    assert " 101 " in head and "extensions" not in head.lower()
 
 
 def read_frames(s, parser, quiet=1):
@@ -365,8 +336,8 @@ def test_from_15_a_slow_reader_gets_whole_frames_then_the_end(serve, step, monke
     address, module = serve(step)
     monkeypatch.setattr(module, "SEND_TIMEOUT", 2)
     monkeypatch.setattr(module, "RATE_BURST", 10**6)
-    slow, head = handshake(address, receive_buffer=4096)
-    assert b" 101 " in head
+    slow, head = raw_handshake(address, receive_buffer=4096)
+    assert " 101 " in head
     ada = connect(address)
     wait_until(lambda: len(module.clients) == 2)
     parser = wsproto.frame_protocol.FrameProtocol(client=True, extensions=[])
@@ -389,10 +360,10 @@ def test_from_15_a_slow_reader_gets_whole_frames_then_the_end(serve, step, monke
 @pytest.mark.parametrize("step", STEPS[STEPS.index("16-guards"):])
 def test_from_16_a_bad_handshake_gets_a_400_in_words(serve, step):
     address, _ = serve(step)
-    s, head = handshake(address, key="not sixteen bytes")
+    s, head = raw_handshake(address, key="not sixteen bytes")
     body = s.recv(1000)
     s.close()
-    assert head.startswith(b"HTTP/1.1 400") and b"Sec-WebSocket-Key must be" in body
+    assert head.startswith("HTTP/1.1 400") and b"Sec-WebSocket-Key must be" in body
 
 
 @pytest.mark.parametrize("step", STEPS[STEPS.index("16-guards"):])
