@@ -2,7 +2,7 @@
 
 A set of sockets, a lock, and ws.send() to each in the loop. One client that stops reading
 blocks that send forever, with the lock held: the whole chat freezes.
-Run: flask --app peers/naive_flask_sock.py run
+Run: flask --app bench/peers/naive_flask_sock.py run
 """
 import threading
 

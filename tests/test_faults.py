@@ -26,7 +26,7 @@ import limits
 from test_app import (TIMEOUT, Client, assert_nothing_arrives, connect, raw_handshake,  # noqa: F401
                       receive, say, server, wait_until)
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the project
 
 
 def open_fds():

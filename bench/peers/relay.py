@@ -1,7 +1,7 @@
 """PEER, for bench.py: a plain asyncio relay on the `websockets` library, with its
 defaults (permessage-deflate on). No validation, rate limit or history: what someone
 who reaches for asyncio would write instead.
-Run: python peers/relay.py PORT
+Run: python bench/peers/relay.py PORT
 """
 import asyncio
 import sys

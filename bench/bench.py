@@ -1,10 +1,10 @@
 """How many people can the chat hold, how fast is it, and how does it compare?
 
-    pip install -r requirements-bench.txt
-    python bench.py            # the full run: about 9 minutes on two cores
-    python bench.py --quick    # about 5 minutes: smaller numbers, same scenarios
-    python bench.py --only ours,relay --scenarios burst,rate
-    python bench.py --sweep    # only the sweep of idle clients
+    pip install -r bench/requirements-bench.txt
+    python bench/bench.py            # the full run: about 9 minutes on two cores
+    python bench/bench.py --quick    # about 5 minutes: smaller numbers, same scenarios
+    python bench/bench.py --only ours,relay --scenarios burst,rate
+    python bench/bench.py --sweep    # only the sweep of idle clients
 
 Starts each server in its own process on a free loopback port and drives it from this one
 asyncio process with many websocket clients that behave like browsers: they offer
@@ -40,6 +40,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosedOK
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+PROJECT = os.path.dirname(HERE)  # where app.py is, and flask runs
 PEERS = os.path.join(HERE, "peers")
 CONNECT_BATCH = 100     # Werkzeug listens with a backlog of 128: connect fewer at once
 OPEN_FILES = 20_000     # one socket per client, on both sides of the loopback
@@ -71,7 +72,7 @@ def main():
     parser.add_argument("--sizes", metavar="N,N,..", help="the sweep's sizes, e.g. 250,500")
     parser.add_argument("--picture", metavar="PNG",
                         help="draw the sweep here (default, full run: docs/bench-sweep.png)")
-    parser.add_argument("--app", default=os.path.join(HERE, "app.py"),
+    parser.add_argument("--app", default=os.path.join(PROJECT, "app.py"),
                         help="the chat to measure as 'ours' (default: app.py)")
     args = parser.parse_args()
     sizes = dict(QUICK if args.quick else FULL)
@@ -83,7 +84,7 @@ def main():
         if name not in SERVERS and name not in SCENARIOS:
             parser.error(f"unknown server or scenario: {name}")
     picture = args.picture or (None if args.quick or args.sizes
-                               else os.path.join(HERE, "docs", "bench-sweep.png"))
+                               else os.path.join(PROJECT, "docs", "bench-sweep.png"))
     SERVERS["ours"]["command"] = flask_run_ours(os.path.abspath(args.app))
     raise_open_files_limit()
 
@@ -93,7 +94,7 @@ def main():
         missing = missing_modules(SERVERS[name]["needs"])
         if missing:
             progress(name, f"skipped: needs {', '.join(missing)} "
-                           "(pip install -r requirements-bench.txt)")
+                           "(pip install -r bench/requirements-bench.txt)")
             continue
         results[name] = {}
         # The scenarios share one server process; the sweep gets a fresh one, so that its
@@ -175,7 +176,7 @@ def running(name):
     command = [part.replace("{port}", str(port)) for part in command]
     # Its log, thousands of join lines, goes to a file, kept if it holds errors.
     log = tempfile.NamedTemporaryFile(prefix=f"bench-{name}-", suffix=".log", delete=False)
-    process = subprocess.Popen(command, cwd=HERE, env={**os.environ, "FLASK_DEBUG": "0"},
+    process = subprocess.Popen(command, cwd=PROJECT, env={**os.environ, "FLASK_DEBUG": "0"},
                                stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_for_port(port, process)

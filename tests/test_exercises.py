@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-HERE = pathlib.Path(__file__).parent
-SOLUTIONS = sorted((HERE / "exercises").glob("*/solution.patch"))
+HERE = pathlib.Path(__file__).parent.parent  # the project
+SOLUTIONS = sorted((HERE / "workshop" / "exercises").glob("*/solution.patch"))
 PROJECT = ["app.py", "chat.html", "conftest.py", "redis_bridge.py", "test_app.py",
            "test_browser.py", "frames.py", "guards.py", "headers.py", "limits.py",
            "reader.py", "text_rules.py"]

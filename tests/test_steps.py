@@ -27,8 +27,9 @@ from werkzeug.serving import make_server
 import limits
 from test_app import raw_handshake
 
-HERE = pathlib.Path(__file__).parent
-STEPS = sorted(p.name for p in (HERE / "steps").iterdir() if p.is_dir()) + ["final"]
+HERE = pathlib.Path(__file__).parent.parent  # the project
+WORKSHOP = HERE / "workshop"
+STEPS = sorted(p.name for p in (WORKSHOP / "steps").iterdir() if p.is_dir()) + ["final"]
 # What an attendee's folder holds; the modules arrive from step 15 on, copied whole.
 FILES = ("app.py", "chat.html", "frames.py", "guards.py", "limits.py", "reader.py",
          "text_rules.py", "headers.py", "redis_bridge.py")
@@ -51,7 +52,7 @@ FIXED_BY = {
 
 
 def folder_of(step):
-    return HERE if step == "final" else HERE / "steps" / step
+    return HERE if step == "final" else WORKSHOP / "steps" / step
 
 
 def files_at(step):
@@ -98,7 +99,7 @@ def served_in_a_process(step, folder):
 
 def break_it(demo, url):
     """Run a demonstration as an attendee does; (exit status, what it printed)."""
-    result = subprocess.run([sys.executable, str(HERE / "break_it.py"), demo, "--url", url],
+    result = subprocess.run([sys.executable, str(WORKSHOP / "break_it.py"), demo, "--url", url],
                             capture_output=True, text=True, timeout=180)
     return result.returncode, result.stdout + result.stderr
 
@@ -428,7 +429,7 @@ def test_from_20_the_page_comes_with_its_content_security_policy(serve, step):
 
 
 def test_break_it_lists_every_demonstration_one_a_line():
-    result = subprocess.run([sys.executable, str(HERE / "break_it.py"), "--help"],
+    result = subprocess.run([sys.executable, str(WORKSHOP / "break_it.py"), "--help"],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0
     for demo in FIXED_BY:

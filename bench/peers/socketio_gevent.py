@@ -2,7 +2,7 @@
 
 gevent and gevent-websocket installed, the standard library monkey-patched first, and
 socketio.run(), which then serves with gevent's WSGI server and websocket handler.
-Run: python peers/socketio_gevent.py PORT
+Run: python bench/peers/socketio_gevent.py PORT
 """
 from gevent import monkey
 

@@ -133,7 +133,7 @@ def is_closed(s, timeout):
 
 
 def test_the_readme_shows_the_timeouts_this_test_relies_on():
-    readme = open(os.path.join(os.path.dirname(__file__), "README.md"), encoding="utf-8").read()
+    readme = open(os.path.join(os.path.dirname(os.path.dirname(__file__)), "README.md"), encoding="utf-8").read()
     for line in ("client_header_timeout 10s;", "client_body_timeout 10s;",
                  "limit_conn per_address 20;"):
         assert line in readme  # the test's config is the README's, timeout shortened

@@ -19,7 +19,7 @@ import simple_websocket
 from test_app import (TIMEOUT, assert_nothing_arrives, close, receive, receive_until, say,
                       send_numbered, wait_until)
 
-HERE = Path(__file__).parent
+HERE = Path(__file__).parent.parent  # the project
 RECOVERY_LIMIT = 20  # seconds chat may take to work again once Redis is back
 PAUSE = 15          # seconds Redis is paused: longer than every timeout of redis_bridge.py
 DOWN = 5            # seconds Redis stays dead before it is started again (empty)

@@ -11,7 +11,7 @@ import re
 
 import pytest
 
-HERE = pathlib.Path(__file__).parent
+HERE = pathlib.Path(__file__).parent.parent  # the project
 DEFAULT_FILE = {"python": "app.py", "html": "chat.html", "javascript": "chat.html"}
 BLOCK = re.compile(r"^```(\w+)([^\n]*)\n(.*?)^```$", re.MULTILINE | re.DOTALL)
 
