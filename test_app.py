@@ -17,9 +17,9 @@ from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import CloseConnection, Pong, TextMessage
 
 import app as chat
-import frames
-import limits
-import text_rules
+from safeguards import frames, limits, text_rules
+
+CHAT_APP = chat.create_app()  # the chat alone, as `flask run` serves it
 
 TIMEOUT = 5  # seconds any single wait may take before the test fails
 
@@ -39,7 +39,7 @@ def server(monkeypatch, caplog):
     chat.history.clear()
     errors = []
     monkeypatch.setattr("threading.excepthook", errors.append)
-    httpd = make_server("127.0.0.1", 0, chat.app, threaded=True)
+    httpd = make_server("127.0.0.1", 0, CHAT_APP, threaded=True)
     thread = threading.Thread(target=httpd.serve_forever, args=(0.01,), daemon=True)
     thread.start()
     yield f"127.0.0.1:{httpd.server_port}"
@@ -604,8 +604,7 @@ def test_pongs_from_the_library_never_interleave_with_our_frames(server, monkeyp
 
 
 def test_a_peer_that_vanishes_silently_is_removed_by_ping(server, monkeypatch):
-    options = {**chat.app.config["SOCK_SERVER_OPTIONS"], "ping_interval": 0.2}
-    monkeypatch.setitem(chat.app.config, "SOCK_SERVER_OPTIONS", options)
+    monkeypatch.setitem(chat.SOCKET_OPTIONS, "ping_interval", 0.2)
     silent, _ = raw_handshake(server)  # never answers a ping
     wait_until(lambda: len(chat.clients) == 1)
     wait_until(lambda: len(chat.clients) == 0)
@@ -613,7 +612,7 @@ def test_a_peer_that_vanishes_silently_is_removed_by_ping(server, monkeypatch):
 
 
 def test_joins_and_leaves_are_logged_with_the_count(server, caplog):
-    caplog.set_level("INFO", logger=chat.app.logger.name)
+    caplog.set_level("INFO", logger=CHAT_APP.logger.name)
     expected = ["127.0.0.1 joined, 1 connected", "127.0.0.1 joined, 2 connected",
                 "127.0.0.1 left, 1 connected", "127.0.0.1 left, 0 connected"]
 
@@ -621,7 +620,7 @@ def test_joins_and_leaves_are_logged_with_the_count(server, caplog):
         """The first `count` lines, once there: join() and leave() log after letting go
         of the lock, a moment after `clients` has changed."""
         def lines():
-            return [r.getMessage() for r in caplog.records if r.name == chat.app.logger.name]
+            return [r.getMessage() for r in caplog.records if r.name == CHAT_APP.logger.name]
         wait_until(lambda: len(lines()) >= count)
         return lines()
 

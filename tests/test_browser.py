@@ -13,6 +13,7 @@ import pytest
 from werkzeug.serving import make_server
 
 import app as chat
+from test_app import CHAT_APP
 from test_app import wait_until
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's package
@@ -51,7 +52,7 @@ def launch_chromium(playwright):
 def start_server(port=0):
     """Serve the chat in this process, as `flask run` does, in a thread."""
     chat.history.clear()  # a server that starts remembers nothing
-    httpd = make_server("127.0.0.1", port, chat.app, threaded=True)
+    httpd = make_server("127.0.0.1", port, CHAT_APP, threaded=True)
     threading.Thread(target=httpd.serve_forever, args=(0.01,), daemon=True).start()
     return httpd
 

@@ -21,9 +21,8 @@ from werkzeug.debug import DebuggedApplication
 from werkzeug.serving import make_server
 
 import app as chat
-import guards
-import limits
-from test_app import (TIMEOUT, Client, assert_nothing_arrives, connect, raw_handshake,  # noqa: F401
+from safeguards import guards, limits, websocket
+from test_app import (CHAT_APP, TIMEOUT, Client, assert_nothing_arrives, connect, raw_handshake,  # noqa: F401
                       receive, say, server, wait_until)
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the project
@@ -123,7 +122,7 @@ def test_bytes_that_arrive_late_after_the_close_are_not_read_as_a_request(server
     s.sendall(frame(0x1, b"x" * over, length=over + 1000))  # 1,000 bytes to follow
     head = s.recv(2)
     assert head[:1] == b"\x88"  # the close frame begins: the server stops reading frames
-    time.sleep(guards.LEFTOVER_QUIET / 5)  # the rest of the frame, a little late
+    time.sleep(websocket.LEFTOVER_QUIET / 5)  # the rest of the frame, a little late
     s.sendall(b"x" * 1000)
     assert close_code(head + read_until_eof(s)) == 1009
     s.close()
@@ -131,7 +130,7 @@ def test_bytes_that_arrive_late_after_the_close_are_not_read_as_a_request(server
 
 # Made at import: the debugger keeps a shared-memory arena (two descriptors) for good,
 # which the test's check of this process's descriptors would take for a leak.
-DEBUGGED_CHAT = DebuggedApplication(chat.app, evalex=True)
+DEBUGGED_CHAT = DebuggedApplication(CHAT_APP, evalex=True)
 
 
 def test_under_flask_run_debug_nothing_follows_the_close_frame():
@@ -166,8 +165,7 @@ class NoDescriptorLeft:
 
 
 def test_a_reader_thread_that_dies_ends_its_connection(server, monkeypatch):
-    options = {**chat.app.config["SOCK_SERVER_OPTIONS"], "selector_class": NoDescriptorLeft}
-    monkeypatch.setitem(chat.app.config, "SOCK_SERVER_OPTIONS", options)
+    monkeypatch.setitem(chat.SOCKET_OPTIONS, "selector_class", NoDescriptorLeft)
     ws = Client.connect(f"ws://{server}/ws")
     # No zombie: the handler hears of it, leaves, and the client is hung up on.
     with pytest.raises(simple_websocket.ConnectionClosed):
@@ -186,7 +184,7 @@ def test_a_connection_costs_one_file_descriptor(server):
 
 
 def test_no_phantom_when_a_writer_thread_cannot_start(server, monkeypatch, caplog):
-    caplog.set_level("INFO", logger=chat.app.logger.name)
+    caplog.set_level("INFO", logger=CHAT_APP.logger.name)
     start = threading.Thread.start
     refused = []
 
@@ -209,7 +207,7 @@ def test_no_phantom_when_a_writer_thread_cannot_start(server, monkeypatch, caplo
     ada.close()
 
     def lines():
-        return [r.getMessage() for r in caplog.records if r.name == chat.app.logger.name]
+        return [r.getMessage() for r in caplog.records if r.name == CHAT_APP.logger.name]
     # leave() logs after letting go of the lock, a moment after `clients` has changed.
     wait_until(lambda: len(lines()) >= 5)
     assert lines() == ["127.0.0.1 joined, 1 connected", "127.0.0.1 refused: no thread to spare",
@@ -352,11 +350,12 @@ def send_quietly(s, data):
 # --- Out of file descriptors (a real process with a low limit) ------------------------
 
 SERVE = """
-import sys, limits
+import sys
+from safeguards import limits
 limits.CONNECTIONS_PER_ADDRESS = 10_000  # one address stands for many here
 from werkzeug import serving
 import app
-httpd = serving.make_server('127.0.0.1', 0, app.app, threaded=True)
+httpd = serving.make_server('127.0.0.1', 0, app.create_app(), threaded=True)
 print(httpd.server_port, flush=True)
 httpd.serve_forever()
 """

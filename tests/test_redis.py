@@ -27,7 +27,7 @@ SEND_INTERVAL = 0.5  # seconds between one client's messages in the fault tests
 NOT_DELIVERED = {"error": "The message could not be delivered; try again in a moment."}
 # One chat process on a free port of 127.0.0.1, which it prints, as `flask run` serves it.
 SERVE = ("import app, werkzeug.serving as serving; "
-         "httpd = serving.make_server('127.0.0.1', 0, app.app, threaded=True); "
+         "httpd = serving.make_server('127.0.0.1', 0, app.create_app(), threaded=True); "
          "print(httpd.server_port, flush=True); httpd.serve_forever()")
 
 

@@ -1,5 +1,8 @@
 """One chat room across several processes, through Redis: app.py uses it when REDIS_URL is set.
 
+It needs the redis package (requirements-redis.txt), imported only when started: one
+process needs no Redis at all.
+
 Every process adds the messages its clients send to one Redis stream, an append-only log
 that Redis numbers in the order it stores them. Each process reads the stream on from the
 number of the last message it delivered, and hands each message to its own clients with
@@ -23,9 +26,12 @@ import logging
 import threading
 import time
 
-import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
+try:
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+except ImportError:  # start() says what to install
+    redis = None
 
 STREAM = "flask-websocket-chat:messages"  # a name of our own, to share a Redis server
 STREAM_LENGTH = 10_000  # messages Redis keeps (~1 MB of chat lines, 63 MB at most): a
@@ -60,6 +66,9 @@ clock_offset = None    # Redis's clock minus our monotonic one, in ms: a little 
 def start(url, deliver, history_size):
     """Connect to Redis, and from now on hand every message in the stream to deliver()."""
     global client, publish_script
+    if redis is None:
+        raise RuntimeError("REDIS_URL is set, but the redis package is not installed:"
+                           " pip install -r requirements-redis.txt")
     # Fail at once instead of retrying: the sender is told, and can try again.
     client = redis.Redis.from_url(url, decode_responses=True, socket_timeout=TIMEOUT,
                                   socket_connect_timeout=TIMEOUT, retry=Retry(NoBackoff(), 0))

@@ -2,11 +2,12 @@
 
 app.py limits each connection; the limits here count what every connection from one
 address does together, so a flood spread over a hundred connections buys nothing more than
-one connection would. app.py calls `admit()` before a websocket handshake and `release()`
-after it; reader.py calls `take_message()` and `pace_reading()` as data arrives.
+one connection would. websocket.py calls `admit()` before a websocket handshake and
+`release()` after it; app.py calls `take_message()` for each message, and reader.py
+`pace_reading()` for every read.
 
 Everyone behind one NAT shares an address, and behind a reverse proxy everyone has the
-proxy's address unless TRUSTED_PROXIES is set (see app.py and the README).
+proxy's address unless TRUSTED_PROXIES is set (see guards.py and docs/deploying.md).
 """
 import threading
 import time
@@ -115,13 +116,3 @@ def pace_reading(address, size):
         tokens = addresses[address]["bytes"].take(size, time.monotonic())
     if tokens < 0:
         time.sleep(-tokens / READ_BYTES_PER_SECOND)
-
-
-def raise_fd_limit():
-    """Raise this process's soft limit on open files to its hard limit: each websocket
-    needs a descriptor, and the usual soft limit of 1,024 holds about 900."""
-    if resource is None:
-        return
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
