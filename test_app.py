@@ -309,7 +309,8 @@ def test_the_rate_limit_refuses_a_flood_and_keeps_the_sender(clients):
     assert receive(bob)["message"] == "later"
 
 
-def raw_handshake(server, origin=None, receive_buffer=None, extensions=None, key=None):
+def raw_handshake(server, origin=None, receive_buffer=None, extensions=None, key=None,
+                  path="/ws", host_header=None):
     """A websocket client that does nothing more than the handshake.
 
     Returns the socket and the server's response head (status line and headers).
@@ -321,7 +322,7 @@ def raw_handshake(server, origin=None, receive_buffer=None, extensions=None, key
     s.settimeout(TIMEOUT)
     s.connect((host, int(port)))
     key = key or base64.b64encode(os.urandom(16)).decode()
-    request = (f"GET /ws HTTP/1.1\r\nHost: {server}\r\nUpgrade: websocket\r\n"
+    request = (f"GET {path} HTTP/1.1\r\nHost: {host_header or server}\r\nUpgrade: websocket\r\n"
                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
                "Sec-WebSocket-Version: 13\r\n")
     if origin:

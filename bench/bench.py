@@ -18,7 +18,7 @@ no limit, so a browser never pushes back on the server). The servers, in one run
     relay            peers/relay.py: a plain asyncio relay on the `websockets` library
 
 Every frame received must be whole and valid; the bench counts corrupt frames and
-connections closed abnormally. It prints markdown tables ready for the README, the targets
+connections closed abnormally. It prints markdown tables ready for docs/performance.md, the targets
 with met/MISSED, and (full run) draws the sweep to docs/bench-sweep.png.
 """
 import argparse

@@ -2,7 +2,7 @@
 
 websocket.py calls `refusal()` before each handshake it is asked for; `client_address()`
 is the address every limit counts. None of this is the chat's story, but each keeps a
-promise that the README makes:
+promise that the docs make:
 
 - with ALLOWED_HOSTS set, a page whose own name points at our address is refused
   (DNS rebinding: its Host and Origin both name the attacker's site);

@@ -1,6 +1,6 @@
 """One chat room across several processes, through Redis: app.py uses it when REDIS_URL is set.
 
-It needs the redis package (requirements-redis.txt), imported only when started: one
+It needs the redis package (requirements-redis.txt), imported only by start(): one
 process needs no Redis at all.
 
 Every process adds the messages its clients send to one Redis stream, an append-only log
@@ -20,18 +20,11 @@ new messages.)
 A message is stored before its sender's wait ends, or never: a paused Redis that wakes up
 and finds a message whose sender has given up on it drops it. So a sender told that its
 message was not delivered can trust that no one will ever see it, unless Redis froze in
-the instant between storing it and answering (README.md lists what cannot be promised).
+the instant between storing it and answering (docs/deploying.md lists what cannot be promised).
 """
 import logging
 import threading
 import time
-
-try:
-    import redis
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
-except ImportError:  # start() says what to install
-    redis = None
 
 STREAM = "flask-websocket-chat:messages"  # a name of our own, to share a Redis server
 STREAM_LENGTH = 10_000  # messages Redis keeps (~1 MB of chat lines, 63 MB at most): a
@@ -58,6 +51,7 @@ return {1, now}
 """
 
 log = logging.getLogger(__name__)
+redis = None           # the redis package, imported by start(): no Redis, no import
 client = None          # set by start()
 publish_script = None  # set by start()
 clock_offset = None    # Redis's clock minus our monotonic one, in ms: a little low if anything
@@ -65,10 +59,14 @@ clock_offset = None    # Redis's clock minus our monotonic one, in ms: a little 
 
 def start(url, deliver, history_size):
     """Connect to Redis, and from now on hand every message in the stream to deliver()."""
-    global client, publish_script
-    if redis is None:
+    global client, publish_script, redis
+    try:
+        import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+    except ImportError:
         raise RuntimeError("REDIS_URL is set, but the redis package is not installed:"
-                           " pip install -r requirements-redis.txt")
+                           " pip install -r requirements-redis.txt") from None
     # Fail at once instead of retrying: the sender is told, and can try again.
     client = redis.Redis.from_url(url, decode_responses=True, socket_timeout=TIMEOUT,
                                   socket_connect_timeout=TIMEOUT, retry=Retry(NoBackoff(), 0))

@@ -343,7 +343,7 @@ def test_the_page_is_sent_with_a_strict_content_security_policy(server, browser)
         assert len(sources) == 1 and sources[0].startswith("'sha256-")
     assert policy == {
         "connect-src": "'self'", "img-src": "data:", "base-uri": "'none'",
-        "form-action": "'none'", "frame-ancestors": "'none'",
+        "form-action": "'none'", "frame-ancestors": "'self'",
     }
     assert response.headers["x-content-type-options"] == "nosniff"
     assert response.headers["referrer-policy"] == "no-referrer"

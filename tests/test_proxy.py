@@ -1,8 +1,8 @@
-"""The README's advice for slow clients, checked: nginx in front, with its header timeout.
+"""The deployment advice for slow clients (docs/deploying.md), checked: nginx in front, with its header timeout.
 
 Werkzeug (`flask run`) and gunicorn give a thread to every connection that is still
 sending its request headers, however slowly, and have no timeout for it. nginx, set up as
-the README shows, holds such connections itself and cuts them off: the chat never sees
+docs/deploying.md shows, holds such connections itself and cuts them off: the chat never sees
 them. Skipped where nginx is not installed (CI installs it).
 """
 import os
@@ -20,7 +20,7 @@ import app as chat
 from test_app import TIMEOUT, receive, say, server, wait_until  # noqa: F401
 
 SLOW_CLIENTS = 200      # the issue's figure: enough to hold every thread of gunicorn's 100
-HEADER_TIMEOUT = 2      # seconds; the README says 10 s, shortened so the test is quick
+HEADER_TIMEOUT = 2      # seconds; docs/deploying.md says 10 s, shortened so the test is quick
 NGINX_CONF = """
 pid {dir}/nginx.pid;
 error_log {dir}/error.log;
@@ -133,7 +133,8 @@ def is_closed(s, timeout):
 
 
 def test_the_readme_shows_the_timeouts_this_test_relies_on():
-    readme = open(os.path.join(os.path.dirname(os.path.dirname(__file__)), "README.md"), encoding="utf-8").read()
+    page = os.path.join(os.path.dirname(os.path.dirname(__file__)), "docs", "deploying.md")
+    readme = open(page, encoding="utf-8").read()
     for line in ("client_header_timeout 10s;", "client_body_timeout 10s;",
                  "limit_conn per_address 20;"):
-        assert line in readme  # the test's config is the README's, timeout shortened
+        assert line in readme  # the test's config is docs/deploying.md's, timeout shortened

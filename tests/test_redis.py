@@ -297,7 +297,7 @@ def chat_through(fault, chats):
     for thread in threads:
         thread.start()
     # The fault strikes between two rounds of sends, not in the millisecond after one:
-    # a message caught in that instant is the one case README.md admits.
+    # a message caught in that instant is the one case docs/deploying.md admits.
     time.sleep(2 + SEND_INTERVAL / 2)
     fault()
     time.sleep(5)  # and the clients keep sending for a while after it
