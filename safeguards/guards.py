@@ -6,7 +6,8 @@ promise that the docs make:
 
 - with ALLOWED_HOSTS set, a page whose own name points at our address is refused
   (DNS rebinding: its Host and Origin both name the attacker's site);
-- a malformed websocket handshake gets a 400 that says why, instead of a 500 and a
+- a malformed websocket handshake (no Host, a control character in a header, a key
+  that is not 16 bytes in base64, ...) gets a 400 that says why, instead of a 500 and a
   traceback (simple-websocket leaves these checks to wsproto, which raises);
 - another site's page cannot open the socket with our users' cookies (Origin);
 - compression is declined (see decline_compression);
@@ -20,7 +21,6 @@ Relies on: Werkzeug's `request.host` and the environ keys HTTP_SEC_WEBSOCKET_EXT
 and HTTP_X_FORWARDED_FOR, which simple-websocket reads the handshake from.
 """
 import base64
-import binascii
 import os
 from urllib.parse import urlsplit
 
@@ -31,15 +31,20 @@ from flask import Response, request
 ALLOWED_HOSTS = os.environ.get("ALLOWED_HOSTS")
 # How many reverse proxies stand in front of the chat, each adding X-Forwarded-For.
 TRUSTED_PROXIES = int(os.environ.get("TRUSTED_PROXIES", "0"))
+# The headers a handshake is read from. Others (a cookie, say) may hold any text a
+# browser sends: simple-websocket passes them on as UTF-8, which wsproto accepts.
+HANDSHAKE_HEADERS = frozenset({
+    "HTTP_HOST", "HTTP_ORIGIN", "HTTP_UPGRADE", "HTTP_CONNECTION", "HTTP_SEC_WEBSOCKET_KEY",
+    "HTTP_SEC_WEBSOCKET_VERSION", "HTTP_SEC_WEBSOCKET_PROTOCOL", "HTTP_X_FORWARDED_FOR"})
 
 
 def refusal():
     """A 400 or 403 response if this websocket handshake must not go on, else None."""
-    if not host_is_allowed():
-        return plain_error(400, "This chat does not answer to that host name.")
-    malformed = handshake_error(request.headers)
+    malformed = header_error(request.environ) or handshake_error(request.headers)
     if malformed:
         return plain_error(400, malformed, {"Sec-WebSocket-Version": "13"})
+    if not host_is_allowed():
+        return plain_error(400, "This chat does not answer to that host name.")
     if not same_origin():
         return plain_error(403, "Only this chat's own page may open its socket.")
     decline_compression()
@@ -51,6 +56,23 @@ def host_is_allowed():
         host.strip().lower() for host in ALLOWED_HOSTS.split(",")]
 
 
+def header_error(environ):
+    """Why these headers cannot make a handshake, or None. simple-websocket writes them out
+    again for wsproto, which raises (a 500) on a missing Host or a control character, and
+    a Host or key that is not ASCII fails before that, in Werkzeug or in base64."""
+    if not environ.get("HTTP_HOST"):
+        return "A websocket handshake needs a Host header (RFC 6455, 4.1)."
+    for key, value in environ.items():
+        if not key.startswith("HTTP_"):
+            continue
+        name = key[5:].replace("_", "-").title()
+        if any(ord(char) < 0x20 and char != "\t" or ord(char) == 0x7f for char in value):
+            return f"The {name} header holds a control character."
+        if key in HANDSHAKE_HEADERS and not value.isascii():
+            return f"The {name} header must be ASCII."
+    return None
+
+
 def handshake_error(headers):
     """Why this websocket handshake is malformed, or None if it is fine."""
     if headers.get("Sec-WebSocket-Version") != "13":
@@ -59,7 +81,7 @@ def handshake_error(headers):
     try:
         if len(base64.b64decode(key, validate=True)) == 16:
             return None
-    except binascii.Error:
+    except ValueError:  # binascii.Error, or a character that is not ASCII
         pass
     return "Sec-WebSocket-Key must be 16 random bytes in base64 (RFC 6455, 4.1)."
 

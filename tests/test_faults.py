@@ -218,11 +218,19 @@ def test_no_phantom_when_a_writer_thread_cannot_start(server, monkeypatch, caplo
 # --- Handshakes -----------------------------------------------------------------------
 
 def handshake_with(server, headers):
+    """Send a handshake with these headers ((name, value) pairs, or a dict), as bytes:
+    a value may hold any byte, UTF-8 or not."""
     host, port = server.split(":")
     with socket.create_connection((host, int(port)), timeout=TIMEOUT) as s:
-        request = "GET /ws HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-        s.sendall((request + "\r\n").encode())
-        return read_until_eof(s).decode()
+        s.sendall(handshake_request(headers))
+        return read_until_eof(s).decode("latin-1")
+
+
+def handshake_request(headers):
+    pairs = headers.items() if isinstance(headers, dict) else headers
+    return b"GET /ws HTTP/1.1\r\n" + b"".join(
+        k.encode() + b": " + (v if isinstance(v, bytes) else v.encode()) + b"\r\n"
+        for k, v in pairs) + b"\r\n"
 
 
 def good_headers(server):
@@ -235,6 +243,12 @@ def good_headers(server):
     {"Sec-WebSocket-Key": None},
     {"Sec-WebSocket-Key": "short"},
     {"Sec-WebSocket-Key": "c2hvcnQ="},  # base64, but of 5 bytes
+    {"Host": None},  # wsproto raised: a 500
+    {"Host": "caf\u00e9.example".encode()},  # Werkzeug raised
+    {"Sec-WebSocket-Key": b"dGhlIHNhbXBsZSBub25jZ\xe9=="},  # base64 raised ValueError
+    {"Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==\x00"},  # wsproto raised
+    {"X-Anything": "a\x00b"},  # wsproto raised
+    {"User-Agent": "a\x1bb"},
 ])
 def test_a_malformed_handshake_gets_400_and_no_traceback(server, change):
     headers = {**good_headers(server), **change}
@@ -244,6 +258,30 @@ def test_a_malformed_handshake_gets_400_and_no_traceback(server, change):
     assert "sec-websocket-version: 13" in head.lower()
     assert body.strip()  # says why
     assert not chat.clients  # and the server fixture checks no error was logged
+
+
+def test_a_handshake_with_two_keys_gets_400(server):
+    pairs = [*good_headers(server).items(), ("Sec-WebSocket-Key", "YW5vdGhlciBzYW1wbGUgbm9uY2U=")]
+    response = handshake_with(server, pairs)
+    assert response.split()[1] == "400"
+    assert "Sec-WebSocket-Key must be" in response
+
+
+def test_text_outside_the_handshake_headers_may_be_utf_8(server):
+    """A cookie set by a host app's script, say: browsers send such bytes."""
+    headers = {**good_headers(server), "Cookie": "name=caf\u00e9".encode()}
+    assert handshake_with_a_close(server, headers).split()[1] == "101"
+
+
+def handshake_with_a_close(server, headers):
+    """The response to a handshake, the websocket then closed by us at once."""
+    host, port = server.split(":")
+    with socket.create_connection((host, int(port)), timeout=TIMEOUT) as s:
+        s.sendall(handshake_request(headers))
+        response = s.recv(4096).decode("latin-1")
+        s.sendall(frame(0x8, struct.pack("!H", 1000)))
+        read_until_eof(s)
+        return response
 
 
 def test_allowed_hosts_refuse_a_rebound_name(server, monkeypatch):
