@@ -1,0 +1,50 @@
+"""What the docs promise about themselves: links that lead somewhere, and deployment
+commands that keep the per-address limits honest."""
+import pathlib
+import re
+
+import pytest
+import simple_websocket
+
+from safeguards import guards, limits
+from test_app import server  # noqa: F401
+
+ROOT = pathlib.Path(__file__).parent.parent  # the project
+PAGES = [ROOT / "README.md", ROOT / "TUTORIAL.md", *sorted((ROOT / "docs").glob("*.md"))]
+LOOPBACK_OR_PRIVATE = re.compile(r"-b (127\.\d+\.\d+\.\d+|10\.\d+\.\d+\.\d+|192\.168\.\d+\.\d+)"
+                                 r":\d+")
+
+
+def commands(page):
+    for block in re.findall(r"```sh\n(.*?)```", page.read_text(encoding="utf-8"), re.DOTALL):
+        yield from block.splitlines()
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda page: page.name)
+def test_every_command_behind_a_proxy_binds_where_only_the_proxy_reaches(page):
+    for command in commands(page):
+        if "TRUSTED_PROXIES=" in command:
+            assert LOOPBACK_OR_PRIVATE.search(command), command
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda page: page.name)
+def test_every_relative_link_leads_to_a_file(page):
+    text = page.read_text(encoding="utf-8")
+    for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text):
+        if "://" not in target and not target.startswith("mailto:"):
+            assert (page.parent / target).exists(), f"{page.name}: {target}"
+
+
+def test_a_client_that_reaches_the_chat_directly_can_name_any_address(server, monkeypatch):
+    """Why the commands above bind to 127.0.0.1 or a private address: with TRUSTED_PROXIES
+    set, X-Forwarded-For decides the address, and a direct client writes it itself."""
+    monkeypatch.setattr(guards, "TRUSTED_PROXIES", 1)
+    opened = []
+    try:
+        for n in range(limits.CONNECTIONS_PER_ADDRESS + 1):
+            opened.append(simple_websocket.Client.connect(
+                f"ws://{server}/ws", headers={"X-Forwarded-For": f"198.51.100.{n}"}))
+    finally:
+        for ws in opened:
+            ws.close()
+    assert len(opened) == limits.CONNECTIONS_PER_ADDRESS + 1  # one address would get 429
