@@ -10,6 +10,7 @@ import os
 import resource
 import socket
 import struct
+import shutil
 import subprocess
 import sys
 import threading
@@ -462,3 +463,31 @@ def test_running_out_of_descriptors_refuses_newcomers_and_recovers(tmp_path):
         log.close()
     text = (tmp_path / "server.log").read_text()
     assert "Traceback" not in text and "Too many open files" not in text
+
+
+# --- pytest itself always exits -------------------------------------------------------
+
+LEFT_OPEN = """
+import threading
+import simple_websocket
+from werkzeug.serving import make_server
+import app as chat
+
+def test_leaves_a_websocket_open():
+    httpd = make_server("127.0.0.1", 0, chat.create_app(), threaded=True)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    ws = simple_websocket.Client.connect(f"ws://127.0.0.1:{httpd.server_port}/ws")
+    assert ws.connected  # and the test never closes it
+"""
+
+
+def test_pytest_exits_though_a_test_left_a_websocket_open(tmp_path):
+    """Without conftest.py's fixture, this pytest waits at exit for the client's reader
+    thread, for as long as the server lives (46 minutes, once)."""
+    shutil.copy(os.path.join(HERE, "conftest.py"), tmp_path / "conftest.py")
+    (tmp_path / "test_left_open.py").write_text(LEFT_OPEN)
+    env = {**os.environ, "PYTHONPATH": HERE}
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout
+    assert "1 passed" in result.stdout
