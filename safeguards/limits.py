@@ -28,8 +28,8 @@ MESSAGES_PER_SECOND = 15         # ...and on average: three people at app.py's o
 READ_BYTES_BURST = 256 * 1024    # four of the largest frames app.py accepts
 READ_BYTES_PER_SECOND = 64 * 1024
 # Descriptors kept free for what is not a websocket: listening socket, log files, page
-# requests, Redis. Websockets beyond the process limit minus these are refused with 503,
-# so accept() never fails for want of a descriptor (Werkzeug's loop then spins at 100%).
+# requests, Redis. Websockets beyond the process limit minus these are refused, so
+# accept() never fails for want of a descriptor (Werkzeug's loop then spins at 100%).
 SPARE_FDS = 100
 
 
@@ -68,19 +68,20 @@ def max_connections():
 
 
 def admit(address):
-    """Count one more websocket from `address`; return why it is refused, or None."""
+    """Count one more websocket from `address`; return why it is refused (a sentence for
+    the person whose page it is), or None."""
     now = time.monotonic()
     with lock:
         forget_idle(now)
         if sum(a["connections"] for a in addresses.values()) >= max_connections():
-            return 503, "The chat is full; try again later."
+            return "The chat is full; try again later."
         record = addresses.setdefault(address, {
             "connections": 0,
             "messages": Bucket(MESSAGES_BURST, MESSAGES_PER_SECOND),
             "bytes": Bucket(READ_BYTES_BURST, READ_BYTES_PER_SECOND)})
         if record["connections"] >= CONNECTIONS_PER_ADDRESS:
-            return 429, (f"Too many connections from your address (at most "
-                         f"{CONNECTIONS_PER_ADDRESS}); close one and try again.")
+            return (f"Too many connections from your address (at most"
+                    f" {CONNECTIONS_PER_ADDRESS}); close one and try again.")
         record["connections"] += 1
         return None
 

@@ -20,12 +20,14 @@ Relies on (selfcheck.py checks them at start-up):
 """
 import functools
 import socket
+import threading
 
 from flask import Response, request
 from simple_websocket import ConnectionClosed, Server
 
 from . import frames, guards, limits, reader
 
+TRY_AGAIN_LATER = 1013  # the close code of a refusal (RFC 6455, 7.4.1; IANA registry)
 LEFTOVER_READS = 1000  # of 64 KiB: what a closed websocket's client had sent, thrown away
 LEFTOVER_QUIET = 0.1   # seconds of silence after which nothing more is on its way
 
@@ -43,7 +45,7 @@ def route(bp, rule, options):
             request.environ["REMOTE_ADDR"] = address = guards.client_address()
             refused = limits.admit(address)
             if refused is not None:
-                return guards.plain_error(*refused)
+                return refuse_in_words(refused)
             try:
                 ws = Server(request.environ, **{"thread_class": reader.ReaderThread,
                                                 "selector_class": reader.Selector, **options})
@@ -55,6 +57,24 @@ def route(bp, rule, options):
         bp.route(rule, websocket=True)(endpoint)
         return handler
     return decorator
+
+
+def refuse_in_words(reason):
+    """Accept, then close with 1013 (Try Again Later) and the reason: a browser shows its
+    page nothing of a refused handshake (a 429 or 503 is only a failed connection), but
+    it hands the page a close frame's code and reason."""
+    ws = Server(request.environ, thread_class=DaemonThread)  # no pings: it closes at once
+    frames.share_socket(ws)
+    try:
+        ws.close(TRY_AGAIN_LATER, reason)
+    except OSError:
+        pass  # gone already
+    return end_of_websocket(ws)
+
+
+class DaemonThread(threading.Thread):
+    def __init__(self, target):
+        super().__init__(target=target, daemon=True)
 
 
 def serve(handler, ws):

@@ -13,6 +13,7 @@ import pytest
 from werkzeug.serving import make_server
 
 import app as chat
+from safeguards import limits
 from test_app import CHAT_APP
 from test_app import wait_until
 
@@ -100,12 +101,15 @@ def open_page(browser, server, js_errors):
     """Open the chat as a new person (own storage), online, with a name typed in."""
     contexts = []
 
-    def open_page(name, **context_options):
+    def open_page(name, wait_online=True, **context_options):
         context = browser.new_context(**context_options)
         contexts.append(context)
         context.set_default_timeout(BROWSER_TIMEOUT * 1000)  # milliseconds
         page = context.new_page()
         watch_for_errors(page, name, js_errors)
+        if not wait_online:
+            page.goto(server.url)
+            return page
         return join_chat(page, server.url, name)
 
     yield open_page
@@ -445,3 +449,58 @@ def test_errors_in_a_page_are_seen(open_page, js_errors):
         page.evaluate("console.error('logged'); setTimeout(() => { throw new Error('thrown') })")
     assert js_errors == ["Ada: logged", "Ada: thrown"]
     js_errors.clear()
+
+
+def test_a_message_sent_as_the_connection_drops_stays_in_the_box(open_page, monkeypatch):
+    """The server goes away after the page sent a message and before it was broadcast:
+    the box keeps it, the page says so, and Enter sends it once the page is back."""
+    ada = open_page("Ada")
+
+    def crash(message):  # the server dies with the message, unbroadcast
+        with chat.clients_lock:
+            for ws in chat.clients:
+                chat.hang_up(ws)
+
+    monkeypatch.setattr(chat, "broadcast", crash)
+    say(ada, "lost in the crash?")
+    expect(ada.locator("#error")).to_contain_text("Not sent: the connection dropped")
+    expect(ada.locator("#message")).to_have_value("lost in the crash?")
+    monkeypatch.undo()  # the server is back
+    expect(ada.locator("#status")).to_have_text("online")
+    expect(ada.locator("#error")).to_contain_text("Not sent")  # still said: it is unsent
+    ada.press("#message", "Enter")
+    expect_messages(ada, [("Ada", "lost in the crash?")])
+    expect(ada.locator("#message")).to_have_value("")
+    expect(ada.locator("#error")).to_have_text("")
+
+
+def test_a_message_typed_while_offline_stays_in_the_box(server, open_page, js_errors):
+    ada = open_page("Ada")
+    port = server.httpd.server_port
+    stop_server(server.httpd)
+    expect(ada.locator("#status")).to_have_text("offline")
+    say(ada, "typed while the server restarts")
+    expect(ada.locator("#error")).to_contain_text("You are offline")
+    expect(ada.locator("#message")).to_have_value("typed while the server restarts")
+    server.httpd = start_server(port)
+    expect(ada.locator("#status")).to_have_text("online")
+    ada.press("#message", "Enter")
+    expect_messages(ada, [("Ada", "typed while the server restarts")])
+    expect(ada.locator("#message")).to_have_value("")
+    refused = f"WebSocket connection to 'ws://127.0.0.1:{port}/ws' {REFUSED}"
+    js_errors[:] = [error for error in js_errors if not error.endswith(f": {refused}")]
+
+
+def test_a_refused_page_says_why_and_waits_before_trying_again(open_page, monkeypatch):
+    monkeypatch.setattr(limits, "CONNECTIONS_PER_ADDRESS", 1)
+    open_page("Ada")
+    attempts = []
+    admit = limits.admit
+    monkeypatch.setattr(limits, "admit", lambda address: attempts.append(address) or
+                        admit(address))
+    bob = open_page("Bob", wait_online=False)
+    expect(bob.locator("#error")).to_have_text(
+        "Too many connections from your address (at most 1); close one and try again.")
+    expect(bob.locator("#status")).to_have_text("offline")
+    bob.wait_for_timeout(4000)  # a page that retried at once would have tried 4 times
+    assert len(attempts) == 1
