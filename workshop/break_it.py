@@ -28,6 +28,7 @@ import simple_websocket
 from wsproto.frame_protocol import FrameProtocol, Opcode, ParseFailed
 
 WAIT = 5          # seconds we wait for messages that should arrive
+REFUSAL_WAIT = 0.3  # seconds: a refusal in words comes at once after the handshake
 QUIET = 1.5       # seconds without a new message: nothing more is coming
 ROOM = 4          # well-behaved clients in each demonstration
 STALL_SENDERS = 24  # stall's load, spread so that no one address sends more than 256 KB
@@ -324,7 +325,7 @@ def crowd(url):
             "holding server threads for as long as it stays: one script can fill the "
             "room, and the server, by itself")
     status, answer = refusals[0]
-    if not answer or status >= 500:
+    if not answer or 500 <= status < 600:
         return False, (f"{len(refusals)} of {CROWD} connections from one address were "
                        f"refused, but with {status} and no reason the person can read")
     if not still_there:
@@ -718,7 +719,8 @@ def close_all(clients):
 
 
 class Refused(OSError):
-    """The chat answered a websocket handshake with something other than 101."""
+    """The chat refused a websocket: a handshake answered with something other than 101,
+    or accepted and closed at once with 1013 (Try Again Later)."""
 
 
 def raw_client(url, receive_buffer=None):
@@ -750,7 +752,7 @@ def raw_handshake(url, receive_buffer=None):
         head += chunk
     status = int(head.split()[1])
     if status == 101:
-        return s, status, ""
+        return (s, *refusal_after_accepting(s))
     length = next((int(line.split(b":")[1]) for line in head.lower().splitlines()
                    if line.startswith(b"content-length:")), 0)
     body = b""
@@ -760,6 +762,28 @@ def raw_handshake(url, receive_buffer=None):
             break
         body += chunk
     return s, status, body.decode(errors="replace").strip()
+
+
+def refusal_after_accepting(s):
+    """(1013, the reason) if the chat closes the websocket at once with Try Again Later,
+    which is how a chat refuses in words that a browser lets its page read; else (101, "")."""
+    s.settimeout(REFUSAL_WAIT)
+    try:
+        head = s.recv(2, socket.MSG_PEEK)
+    except socket.timeout:
+        head = b""  # nothing yet: an empty room's welcome
+    finally:
+        s.settimeout(WAIT)
+    if head[:1] != b"\x88" or len(head) < 2 or head[1] >= 126:
+        return 101, ""
+    frame = b""
+    while len(frame) < 2 + head[1]:
+        chunk = s.recv(2 + head[1] - len(frame))
+        if not chunk:
+            break
+        frame += chunk
+    code = int.from_bytes(frame[2:4], "big") if len(frame) >= 4 else 1005
+    return code, frame[4:].decode(errors="replace")
 
 
 def close_code(s, wait=WAIT * 4):
