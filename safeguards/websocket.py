@@ -13,8 +13,9 @@ and every write on it goes out whole (frames.py). `arrival_time(ws)` says when t
 message `ws.receive()` last returned reached us.
 
 Relies on (selfcheck.py checks them at start-up):
-- simple_websocket.Server(environ, **options), its `mode` ("werkzeug", "gunicorn") and
-  `close()`; ConnectionClosed, which `receive()` raises once the connection is over;
+- simple_websocket.Server(environ, **options), which takes the socket from
+  environ["werkzeug.socket"] or environ["gunicorn.socket"], and `close()`;
+  ConnectionClosed, which `receive()` raises once the connection is over;
 - how flask-sock 0.7 ends a websocket request: under gunicorn a response that raises
   StopIteration, so gunicorn writes nothing more; under Werkzeug, see NothingMore.
 """
@@ -47,12 +48,13 @@ def route(bp, rule, options):
             if refused is not None:
                 return refuse_in_words(refused)
             try:
-                ws = Server(request.environ, **{"thread_class": reader.ReaderThread,
-                                                "selector_class": reader.Selector, **options})
-                serve(handler, ws)
+                ws = accept(thread_class=reader.ReaderThread, selector_class=reader.Selector,
+                            **options)
+                if ws is not None:
+                    serve(handler, ws)
             finally:
                 limits.release(address)
-            return end_of_websocket(ws)
+            return nothing_more()
 
         bp.route(rule, websocket=True)(endpoint)
         return handler
@@ -63,13 +65,24 @@ def refuse_in_words(reason):
     """Accept, then close with 1013 (Try Again Later) and the reason: a browser shows its
     page nothing of a refused handshake (a 429 or 503 is only a failed connection), but
     it hands the page a close frame's code and reason."""
-    ws = Server(request.environ, thread_class=DaemonThread)  # no pings: it closes at once
-    frames.share_socket(ws)
+    ws = accept(thread_class=DaemonThread)  # no pings: it closes at once
+    if ws is not None:
+        try:
+            ws.close(TRY_AGAIN_LATER, reason)
+        except OSError:
+            pass  # gone already
+    return nothing_more()
+
+
+def accept(**options):
+    """The handshake: the connection, every write on it whole from now on; or None if the
+    client left during it (a reset as the 101 went out was a 500 and a traceback)."""
     try:
-        ws.close(TRY_AGAIN_LATER, reason)
+        ws = Server(request.environ, **options)
     except OSError:
-        pass  # gone already
-    return end_of_websocket(ws)
+        return None
+    frames.share_socket(ws)
+    return ws
 
 
 class DaemonThread(threading.Thread):
@@ -78,7 +91,6 @@ class DaemonThread(threading.Thread):
 
 
 def serve(handler, ws):
-    frames.share_socket(ws)  # from now on every write on it goes out whole
     try:
         handler(ws)
     except ConnectionClosed:
@@ -94,11 +106,12 @@ def arrival_time(ws):
     return ws.input_buffer.last_arrival
 
 
-def end_of_websocket(ws):
-    if ws.mode == "gunicorn":
-        return GunicornDone()
-    if ws.mode == "werkzeug":
+def nothing_more():
+    """The response to a websocket's request: the server must write nothing more."""
+    if "werkzeug.socket" in request.environ:  # looked for first, as simple-websocket does
         return NothingMore()
+    if "gunicorn.socket" in request.environ:
+        return GunicornDone()
     return Response()  # no other server is tested here
 
 

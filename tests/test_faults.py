@@ -302,6 +302,19 @@ def handshake_with_a_close(server, headers):
         return response
 
 
+def test_a_client_that_leaves_right_after_its_handshake_costs_no_error(server):
+    """Half of them reset the connection as the 101 goes out: that was a 500 and a
+    traceback for each (ConnectionResetError in simple-websocket's handshake)."""
+    host, port = server.split(":")
+    for n in range(200):
+        s = socket.create_connection((host, int(port)), timeout=TIMEOUT)
+        s.sendall(handshake_request(good_headers(server)))
+        if n % 2:  # close with a reset (SO_LINGER 0), not a FIN
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        s.close()
+    wait_until(lambda: not chat.clients)  # and the server fixture checks nothing was logged
+
+
 def test_allowed_hosts_refuse_a_rebound_name(server, monkeypatch):
     monkeypatch.setattr(guards, "ALLOWED_HOSTS", "chat.example.org, 127.0.0.1")
     rebound = {**good_headers(server), "Host": "evil.example:5000",
