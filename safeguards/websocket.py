@@ -48,8 +48,8 @@ def route(bp, rule, options):
             if refused is not None:
                 return refuse_in_words(refused)
             try:
-                ws = accept(thread_class=reader.ReaderThread, selector_class=reader.Selector,
-                            **options)
+                ws = accept(**{"thread_class": reader.ReaderThread,
+                               "selector_class": reader.Selector, **options})
                 if ws is not None:
                     serve(handler, ws)
             finally:
