@@ -1,10 +1,12 @@
 """The workshop's checkpoints: every step runs and keeps its promise, and each of
 break_it.py's demonstrations breaks the step before its fix and holds from the fix on.
 
-A checkpoint is the folder steps/NN-name/, and the last one is the project itself. A
-step's folder holds only the files that step changes; the others are as they were at the
-step before, which is what an attendee's own folder looks like at that point.
+A checkpoint is the folder workshop/steps/NN-name/, and the last one is the project
+itself. A step's folder holds only the files that step changes; the others are as they
+were at the step before, which is what an attendee's own folder looks like at that point.
+From step 15 on, that includes safeguards/, the project's package, one module at a time.
 """
+import ast
 import contextlib
 import importlib.util
 import json
@@ -24,15 +26,17 @@ import simple_websocket
 import wsproto.frame_protocol
 from werkzeug.serving import make_server
 
-import limits
 from test_app import raw_handshake
 
 HERE = pathlib.Path(__file__).parent.parent  # the project
 WORKSHOP = HERE / "workshop"
 STEPS = sorted(p.name for p in (WORKSHOP / "steps").iterdir() if p.is_dir()) + ["final"]
-# What an attendee's folder holds; the modules arrive from step 15 on, copied whole.
-FILES = ("app.py", "chat.html", "frames.py", "guards.py", "limits.py", "reader.py",
-         "text_rules.py", "headers.py", "redis_bridge.py")
+# What an attendee's folder holds; the modules of safeguards/ arrive from step 15 on,
+# copied whole.
+FILES = ("app.py", "chat.html", "safeguards/__init__.py", "safeguards/frames.py",
+         "safeguards/guards.py", "safeguards/limits.py", "safeguards/reader.py",
+         "safeguards/websocket.py", "safeguards/process.py", "safeguards/text_rules.py",
+         "safeguards/headers.py", "safeguards/selfcheck.py", "safeguards/redis_bridge.py")
 TIMEOUT = 10  # seconds any single wait may take (generous: CI machines get loaded)
 
 # Each demonstration, and the step whose one change makes it hold.
@@ -67,7 +71,31 @@ def files_at(step):
 
 def assemble(step, folder):
     for file_name, path in files_at(step).items():
+        (folder / file_name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(path, folder / file_name)
+
+
+def imported_modules(path):
+    """The files of safeguards/ that a Python file imports, as FILES names them."""
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 1:  # inside the package
+            names = [f"safeguards.{node.module or alias.name}" for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module == "safeguards":
+            names = [f"safeguards.{alias.name}" for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            names = [node.module or ""]
+        else:
+            continue
+        for name in names:
+            if name.startswith("safeguards."):
+                yield name.replace(".", "/") + ".py"
+
+
+def app_of(module):
+    """The app a checkpoint's app.py serves: from step 18 on, create_app() makes it."""
+    return module.create_app() if hasattr(module, "create_app") else module.app
 
 
 # A checkpoint in a process of its own, as an attendee runs it: for the demonstrations,
@@ -75,7 +103,8 @@ def assemble(step, folder):
 SERVE = """
 from werkzeug.serving import make_server
 import app
-server = make_server("127.0.0.1", 0, app.app, threaded=True)
+chat = app.create_app() if hasattr(app, "create_app") else app.app  # as app_of() does
+server = make_server("127.0.0.1", 0, chat, threaded=True)
 print(server.server_port, flush=True)
 server.serve_forever()
 """
@@ -104,25 +133,68 @@ def break_it(demo, url):
     return result.returncode, result.stdout + result.stderr
 
 
-# A checkpoint in this process, for the quick checks of each step's promise. Its modules
-# are the project's own (a step's copy must be the same file: see the test below).
-@pytest.fixture(autouse=True)
+# A checkpoint in this process, for the quick checks of each step's promise. It runs
+# with its own safeguards/ (copies of the project's: see the test below), as imported
+# from its folder: several checkpoints, and the project, each have theirs.
+SERVED = {}  # a checkpoint module's name -> (its app, its safeguards modules by short name)
+
+
+def app_served(module):
+    return SERVED[module.__name__][0]
+
+
+def limits_of(module):
+    """The limits.py a checkpoint counts with: its own."""
+    return SERVED[module.__name__][1]["limits"]
+
+
+def is_safeguards(name):
+    return name == "safeguards" or name.startswith("safeguards.")
+
+
+@contextlib.contextmanager
+def own_safeguards(folder):
+    """While a checkpoint is imported, `safeguards` is its folder's. Afterwards
+    sys.modules holds the project's again, for test_app.py and the other test files; the
+    checkpoint's modules go on working through the names that imported them. Yields a
+    dict it fills with them, by short name ("limits", ...)."""
+    project = {name: sys.modules.pop(name)
+               for name in list(sys.modules) if is_safeguards(name)}
+    sys.path.insert(0, str(folder))
+    importlib.invalidate_caches()
+    checkpoints = {}
+    try:
+        yield checkpoints
+    finally:
+        sys.path.remove(str(folder))
+        for name in [name for name in sys.modules if is_safeguards(name)]:
+            checkpoints[name.rpartition(".")[2]] = sys.modules.pop(name)
+        sys.modules.update(project)
+
+
+@pytest.fixture
 def no_address_limits(monkeypatch):
-    """Every test comes from 127.0.0.1: lift the limits per address but where tested."""
-    limits.addresses.clear()
-    monkeypatch.setattr(limits, "MESSAGES_BURST", 10**9)
-    monkeypatch.setattr(limits, "READ_BYTES_BURST", 10**12)
-    yield
+    """Every test comes from 127.0.0.1: lift the limits per address but where tested.
+    Yields what lifts them in a checkpoint's own limits.py."""
+    lifted = []
+
+    def lift(limits):
+        limits.addresses.clear()
+        monkeypatch.setattr(limits, "MESSAGES_BURST", 10**9)
+        monkeypatch.setattr(limits, "READ_BYTES_BURST", 10**12)
+        lifted.append(limits)
+
+    yield lift
     # A connection's thread may still be leaving: let it, so the next test starts clean.
     deadline = time.monotonic() + TIMEOUT
-    while any(a["connections"] for a in limits.addresses.values()):
+    while any(a["connections"] for limits in lifted for a in limits.addresses.values()):
         if time.monotonic() > deadline:
             break
         time.sleep(0.01)
 
 
 @pytest.fixture
-def serve(tmp_path):
+def serve(tmp_path, no_address_limits):
     servers = []
 
     def start(step):
@@ -133,8 +205,13 @@ def serve(tmp_path):
         spec = importlib.util.spec_from_file_location(name, folder / "app.py")
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module  # Flask finds chat.html beside the module through it
-        spec.loader.exec_module(module)
-        httpd = make_server("127.0.0.1", 0, module.app, threaded=True)
+        with own_safeguards(folder) as safeguards:
+            spec.loader.exec_module(module)
+            app = app_of(module)
+        SERVED[name] = app, safeguards
+        if "limits" in safeguards:
+            no_address_limits(safeguards["limits"])
+        httpd = make_server("127.0.0.1", 0, app, threaded=True)
         threading.Thread(target=httpd.serve_forever, args=(0.01,), daemon=True).start()
         servers.append((httpd, name))
         return f"127.0.0.1:{httpd.server_port}", module
@@ -143,6 +220,7 @@ def serve(tmp_path):
     for httpd, name in servers:
         httpd.shutdown()
         sys.modules.pop(name, None)
+        SERVED.pop(name, None)
 
 
 def connect(address):
@@ -183,6 +261,8 @@ def test_the_steps_are_numbered_in_order_and_the_last_is_the_project():
     numbers = [int(step.split("-")[0]) for step in STEPS[:-1]]
     assert numbers == list(range(1, len(numbers) + 1))
     assert files_at("final") == {name: HERE / name for name in FILES}
+    package = {f"safeguards/{path.name}" for path in (HERE / "safeguards").glob("*.py")}
+    assert package <= set(FILES), "a module of safeguards/ that no step brings"
     assert set(FIXED_BY.values()) <= set(STEPS)
 
 
@@ -197,10 +277,26 @@ def test_each_step_changes_something(step):
 
 @pytest.mark.parametrize("step", STEPS[:-1])
 def test_a_module_in_a_step_is_the_projects_own(step):
-    """Attendees copy the modules rather than type them: each copy is the project's file."""
-    for path in folder_of(step).glob("*.py"):
-        if path.name != "app.py":
-            assert path.read_text() == (HERE / path.name).read_text(), path
+    """Attendees copy the modules rather than type them: each copy is the project's file,
+    in safeguards/ as in the project."""
+    folder = folder_of(step)
+    for path in folder.rglob("*.py"):
+        name = path.relative_to(folder).as_posix()
+        if name != "app.py":
+            assert name.startswith("safeguards/"), f"{path}: the modules are in safeguards/"
+            assert path.read_text() == (HERE / name).read_text(), path
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_a_step_has_every_module_its_files_import(step):
+    """The modules are the project's, final: one arrives with, or after, all it imports."""
+    files = files_at(step)
+    for name, path in files.items():
+        if name.endswith(".py"):
+            for needed in imported_modules(path):
+                assert needed in files, f"{step}: {name} imports {needed}, not there yet"
+    if any(name.startswith("safeguards/") for name in files):
+        assert "safeguards/__init__.py" in files
 
 
 def test_01_echo_sends_back_what_it_gets(serve):
@@ -272,13 +368,17 @@ def test_from_09_a_client_far_behind_is_hung_up_on(serve, step, monkeypatch):
 @pytest.mark.parametrize("step", STEPS[STEPS.index("10-ping"):])
 def test_from_10_the_server_pings(serve, step):
     _, module = serve(step)
-    assert module.app.config["SOCK_SERVER_OPTIONS"]["ping_interval"] == module.PING_INTERVAL
+    if hasattr(module, "SOCKET_OPTIONS"):  # from step 17 on, the chat's route's own
+        options = module.SOCKET_OPTIONS
+    else:
+        options = app_served(module).config["SOCK_SERVER_OPTIONS"]
+    assert options["ping_interval"] == module.PING_INTERVAL
 
 
 @pytest.mark.parametrize("step", STEPS[STEPS.index("11-log"):])
 def test_from_11_joins_and_leaves_are_logged(serve, step, caplog):
     address, module = serve(step)
-    caplog.set_level("INFO", logger=module.app.logger.name)
+    caplog.set_level("INFO", logger=app_served(module).logger.name)
     (ada,) = room_of(address, module, 1)
     ada.close()
     wait_until(lambda: len(caplog.records) >= 2)
@@ -370,9 +470,17 @@ def test_from_16_a_bad_handshake_gets_a_400_in_words(serve, step):
 @pytest.mark.parametrize("step", STEPS[STEPS.index("16-guards"):])
 def test_from_16_one_address_may_not_fill_the_room(serve, step):
     address, module = serve(step)
-    room = room_of(address, module, limits.CONNECTIONS_PER_ADDRESS)
-    with pytest.raises(simple_websocket.ConnectionError):
-        connect(address)
+    room = room_of(address, module, limits_of(module).CONNECTIONS_PER_ADDRESS)
+    if step < "17":  # step 16 refuses the handshake
+        with pytest.raises(simple_websocket.ConnectionError) as refused:
+            connect(address)
+        assert refused.value.status_code == 429
+    else:  # websocket.py refuses in words a page can read: it accepts, then closes
+        one_more = connect(address)
+        with pytest.raises(simple_websocket.ConnectionClosed) as closed:
+            one_more.receive(timeout=TIMEOUT)
+        assert closed.value.reason == 1013  # Try Again Later
+        assert "Too many connections from your address" in closed.value.message
     for ws in room:
         ws.close()
 
@@ -393,6 +501,7 @@ def test_from_17_the_handler_hears_a_close_at_once(serve, step):
 @pytest.mark.parametrize("step", STEPS[STEPS.index("18-limits"):])
 def test_from_18_an_address_is_limited_whatever_its_connections(serve, step, monkeypatch):
     address, module = serve(step)
+    limits = limits_of(module)
     monkeypatch.setattr(limits, "MESSAGES_BURST", 30)
     monkeypatch.setattr(limits, "MESSAGES_PER_SECOND", 0.001)
     limits.addresses.clear()

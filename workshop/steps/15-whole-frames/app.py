@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 from flask import Flask, abort, request, send_file
 from flask_sock import Sock
 
-import frames
+from safeguards import frames
 
 HISTORY_SIZE = 10            # messages a newcomer is shown on arrival
 MAX_MESSAGE_CHARS = 1000     # a long paragraph; more is a paste that floods every screen

@@ -11,13 +11,11 @@ import struct
 import sys
 import threading
 import time
-from urllib.parse import urlsplit
 
-from flask import Flask, abort, request, send_file
+from flask import Flask, g, request, send_file
 from flask_sock import Sock
 
-import frames
-import guards
+from safeguards import frames, guards, limits
 
 HISTORY_SIZE = 10            # messages a newcomer is shown on arrival
 MAX_MESSAGE_CHARS = 1000     # a long paragraph; more is a paste that floods every screen
@@ -29,7 +27,7 @@ OUTBOX_LIMIT = 2000          # frames waiting for one client; more means it is s
 SEND_TIMEOUT = 10            # seconds a socket may accept nothing before we give up on it
 SEND_BUFFER = 64 * 1024      # kernel bytes per client: plenty for chat, little to pin
 PING_INTERVAL = 25           # seconds; finds peers that vanished without saying goodbye
-# ALLOWED_HOSTS and TRUSTED_PROXIES, for a LAN or the internet: see guards.py.
+# ALLOWED_HOSTS and TRUSTED_PROXIES, for a LAN or the internet: see safeguards/guards.py.
 WAKE_INTERVAL = 25           # seconds; see receive_messages (each wake-up costs CPU)
 # One message to thousands of people wakes thousands of writer threads, all queueing for
 # the GIL; at Python's default 5 ms interval they pass it round so often that the
@@ -40,7 +38,6 @@ sys.setswitchinterval(SWITCH_INTERVAL)
 
 app = Flask(__name__)
 app.logger.setLevel(logging.INFO)
-guards.install(app)  # checks on each handshake that are not the chat's story
 app.config["SOCK_SERVER_OPTIONS"] = {
     "ping_interval": PING_INTERVAL,
     "max_message_size": MAX_FRAME_CHARS,
@@ -206,18 +203,23 @@ def tune_socket(sock):
 
 
 @app.before_request
-def refuse_other_sites():
-    """Another site's page must not open our socket with our users' cookies."""
-    origin = request.headers.get("Origin")
-    if request.path == "/ws" and origin is not None:
-        if urlsplit(origin).netloc.lower() != request.host.lower():
-            abort(403)
+def guard_the_door():
+    """For the websocket alone: guards.py's checks at the door, then limits.py's count."""
+    if request.path != "/ws":
+        return None
+    refused = guards.refusal()  # host, handshake, Origin; and compression declined
+    if refused is not None:
+        return refused
+    address = guards.client_address()
+    refused = limits.admit(address)  # why not, in a sentence; or None
+    if refused is not None:
+        return guards.plain_error(429, refused)  # Too Many Requests
+    g.admitted = address  # counted until the request is over: see below
+    return None
 
 
-@app.before_request
-def decline_compression():
-    """Chat lines are ~100 bytes: compressing them for each client saves nothing, yet
-    costs ~150 KB and several times the CPU per client. Browsers always offer it, and
-    simple-websocket accepts whatever is offered, so we hide the offer from it."""
-    if request.path == "/ws":
-        request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
+@app.teardown_request
+def release_the_address(error):
+    address = g.pop("admitted", None)
+    if address is not None:
+        limits.release(address)

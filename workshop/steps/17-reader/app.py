@@ -11,14 +11,10 @@ import struct
 import sys
 import threading
 import time
-from urllib.parse import urlsplit
 
-from flask import Flask, abort, request, send_file
-from flask_sock import Sock
+from flask import Flask, request, send_file
 
-import frames
-import guards
-import reader
+from safeguards import frames, websocket
 
 HISTORY_SIZE = 10            # messages a newcomer is shown on arrival
 MAX_MESSAGE_CHARS = 1000     # a long paragraph; more is a paste that floods every screen
@@ -30,7 +26,7 @@ OUTBOX_LIMIT = 2000          # frames waiting for one client; more means it is s
 SEND_TIMEOUT = 10            # seconds a socket may accept nothing before we give up on it
 SEND_BUFFER = 64 * 1024      # kernel bytes per client: plenty for chat, little to pin
 PING_INTERVAL = 25           # seconds; finds peers that vanished without saying goodbye
-# ALLOWED_HOSTS and TRUSTED_PROXIES, for a LAN or the internet: see guards.py.
+# ALLOWED_HOSTS and TRUSTED_PROXIES, for a LAN or the internet: see safeguards/guards.py.
 # One message to thousands of people wakes thousands of writer threads, all queueing for
 # the GIL; at Python's default 5 ms interval they pass it round so often that the
 # broadcast takes seconds. No thread here computes for long, so switch less often.
@@ -38,17 +34,13 @@ SWITCH_INTERVAL = 0.5        # seconds
 
 sys.setswitchinterval(SWITCH_INTERVAL)
 
-app = Flask(__name__)
-app.logger.setLevel(logging.INFO)
-guards.install(app)  # checks on each handshake that are not the chat's story
-app.config["SOCK_SERVER_OPTIONS"] = {
+SOCKET_OPTIONS = {  # simple-websocket's, for the chat's websocket alone
     "ping_interval": PING_INTERVAL,
     "max_message_size": MAX_FRAME_CHARS,
-    # One descriptor per connection, and the handler always hears of its end: reader.py
-    "thread_class": reader.ReaderThread,
-    "selector_class": reader.Selector,
 }
-sock = Sock(app)
+
+app = Flask(__name__)
+app.logger.setLevel(logging.INFO)
 
 # Many threads join, leave and broadcast at once, so one lock guards both.
 clients = {}  # each open websocket -> the queue of frames its writer sends
@@ -61,20 +53,19 @@ def index():
     return send_file("chat.html")
 
 
-@sock.route("/ws")
+@websocket.route(app, "/ws", SOCKET_OPTIONS)
 def chat(ws):
     tune_socket(ws.sock)
-    frames.share_socket(ws)  # from now on every write on it goes out whole
     outbox = join(ws)
     # The only thread that sends on this socket: two senders corrupt the stream.
-    writer = threading.Thread(target=write_frames, args=(ws, outbox))
+    writer = threading.Thread(target=write_frames, args=(ws, outbox), daemon=True)
     writer.start()
     try:
         receive_messages(ws, outbox)
     finally:
         leave(ws)
         outbox.put(None)
-        writer.join()  # flask-sock sends its close frame after we return
+        writer.join()  # the close frame is sent after we return
 
 
 def join(ws):
@@ -98,10 +89,9 @@ def leave(ws):
 def receive_messages(ws, outbox):
     allowance, last_check = RATE_BURST, time.monotonic()
     while True:
-        # Raises ConnectionClosed when the connection ends. reader.py makes it also
-        # return when the frame arrived: a client is limited by when it sent, not by
-        # when we got round to its messages.
-        arrival, frame = ws.receive()
+        frame = ws.receive()  # raises ConnectionClosed when the connection ends
+        # Limited by when it sent, not by when we got round to its messages.
+        arrival = websocket.arrival_time(ws)
         allowance = min(RATE_BURST, allowance + (arrival - last_check) * RATE_PER_SECOND)
         last_check = arrival
         try:
@@ -204,21 +194,3 @@ def tune_socket(sock):
     else:
         timeout = struct.pack("ll", SEND_TIMEOUT, 0)  # struct timeval
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeout)
-
-
-@app.before_request
-def refuse_other_sites():
-    """Another site's page must not open our socket with our users' cookies."""
-    origin = request.headers.get("Origin")
-    if request.path == "/ws" and origin is not None:
-        if urlsplit(origin).netloc.lower() != request.host.lower():
-            abort(403)
-
-
-@app.before_request
-def decline_compression():
-    """Chat lines are ~100 bytes: compressing them for each client saves nothing, yet
-    costs ~150 KB and several times the CPU per client. Browsers always offer it, and
-    simple-websocket accepts whatever is offered, so we hide the offer from it."""
-    if request.path == "/ws":
-        request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)

@@ -11,15 +11,10 @@ import struct
 import sys
 import threading
 import time
-from urllib.parse import urlsplit
 
-from flask import Flask, abort, request, send_file
-from flask_sock import Sock
+from flask import Blueprint, Flask, current_app, request, send_file
 
-import frames
-import guards
-import limits
-import reader
+from safeguards import frames, limits, process, websocket
 
 HISTORY_SIZE = 10            # messages a newcomer is shown on arrival
 MAX_MESSAGE_CHARS = 1000     # a long paragraph; more is a paste that floods every screen
@@ -27,31 +22,20 @@ MAX_NAME_CHARS = 32          # fits on one line beside the message
 MAX_FRAME_CHARS = 64 * 1024  # the library closes with 1009 before we read anything bigger
 RATE_BURST = 20              # messages one connection may send at once...
 RATE_PER_SECOND = 5          # ...and on average after that: faster than anyone types
-# (and per address, whatever its number of connections: see limits.py)
+# (and per address, whatever its number of connections: see safeguards/limits.py)
 OUTBOX_LIMIT = 2000          # frames waiting for one client; more means it is stuck
 SEND_TIMEOUT = 10            # seconds a socket may accept nothing before we give up on it
 SEND_BUFFER = 64 * 1024      # kernel bytes per client: plenty for chat, little to pin
 PING_INTERVAL = 25           # seconds; finds peers that vanished without saying goodbye
-# ALLOWED_HOSTS and TRUSTED_PROXIES, for a LAN or the internet: see guards.py.
-# One message to thousands of people wakes thousands of writer threads, all queueing for
-# the GIL; at Python's default 5 ms interval they pass it round so often that the
-# broadcast takes seconds. No thread here computes for long, so switch less often.
-SWITCH_INTERVAL = 0.5        # seconds
+# ALLOWED_HOSTS and TRUSTED_PROXIES, for a LAN or the internet: see safeguards/guards.py.
 
-sys.setswitchinterval(SWITCH_INTERVAL)
-limits.raise_fd_limit()  # each websocket needs a file descriptor: see limits.py
-
-app = Flask(__name__)
-app.logger.setLevel(logging.INFO)
-guards.install(app)  # checks on each handshake that are not the chat's story
-app.config["SOCK_SERVER_OPTIONS"] = {
+SOCKET_OPTIONS = {  # simple-websocket's, for the chat's websocket alone
     "ping_interval": PING_INTERVAL,
     "max_message_size": MAX_FRAME_CHARS,
-    # One descriptor per connection, and the handler always hears of its end: reader.py
-    "thread_class": reader.ReaderThread,
-    "selector_class": reader.Selector,
 }
-sock = Sock(app)
+
+# The chat, ready to be registered on any Flask app: create_app() below, or yours.
+bp = Blueprint("chat", __name__)
 
 # Many threads join, leave and broadcast at once, so one lock guards both.
 clients = {}  # each open websocket -> the queue of frames its writer sends
@@ -59,18 +43,26 @@ history = collections.deque(maxlen=HISTORY_SIZE)  # the newest frames, oldest fi
 clients_lock = threading.Lock()
 
 
-@app.get("/")
+def create_app():
+    """The chat alone, as `flask run` serves it."""
+    process.tune_for_many_websockets()  # for thousands of websockets: safeguards/process.py
+    app = Flask(__name__)
+    app.logger.setLevel(logging.INFO)  # joins and leaves
+    app.register_blueprint(bp)
+    return app
+
+
+@bp.get("/")
 def index():
     return send_file("chat.html")
 
 
-@sock.route("/ws")
+@websocket.route(bp, "/ws", SOCKET_OPTIONS)
 def chat(ws):
     tune_socket(ws.sock)
-    frames.share_socket(ws)  # from now on every write on it goes out whole
     outbox = join(ws)
     # The only thread that sends on this socket: two senders corrupt the stream.
-    writer = threading.Thread(target=write_frames, args=(ws, outbox))
+    writer = threading.Thread(target=write_frames, args=(ws, outbox), daemon=True)
     try:
         writer.start()  # inside the try: if it cannot start, we still leave
         receive_messages(ws, outbox)
@@ -78,13 +70,13 @@ def chat(ws):
         if writer.ident is not None:
             raise
         # "can't start new thread": out of memory or of threads. Try Again Later (1013)
-        app.logger.warning("%s refused: no thread to spare", request.remote_addr)
+        current_app.logger.warning("%s refused: no thread to spare", request.remote_addr)
         ws.close(1013, "The server is busy; try again later.")
     finally:
         leave(ws)
         outbox.put(None)
         if writer.ident is not None:
-            writer.join()  # flask-sock sends its close frame after we return
+            writer.join()  # the close frame is sent after we return
 
 
 def join(ws):
@@ -94,7 +86,7 @@ def join(ws):
             outbox.put(frame)
         clients[ws] = outbox
         count = len(clients)
-    app.logger.info("%s joined, %d connected", request.remote_addr, count)
+    current_app.logger.info("%s joined, %d connected", request.remote_addr, count)
     return outbox
 
 
@@ -102,16 +94,15 @@ def leave(ws):
     with clients_lock:
         del clients[ws]
         count = len(clients)
-    app.logger.info("%s left, %d connected", request.remote_addr, count)
+    current_app.logger.info("%s left, %d connected", request.remote_addr, count)
 
 
 def receive_messages(ws, outbox):
     allowance, last_check = RATE_BURST, time.monotonic()
     while True:
-        # Raises ConnectionClosed when the connection ends. reader.py makes it also
-        # return when the frame arrived: a client is limited by when it sent, not by
-        # when we got round to its messages.
-        arrival, frame = ws.receive()
+        frame = ws.receive()  # raises ConnectionClosed when the connection ends
+        # Limited by when it sent, not by when we got round to its messages.
+        arrival = websocket.arrival_time(ws)
         allowance = min(RATE_BURST, allowance + (arrival - last_check) * RATE_PER_SECOND)
         last_check = arrival
         try:
@@ -214,21 +205,3 @@ def tune_socket(sock):
     else:
         timeout = struct.pack("ll", SEND_TIMEOUT, 0)  # struct timeval
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeout)
-
-
-@app.before_request
-def refuse_other_sites():
-    """Another site's page must not open our socket with our users' cookies."""
-    origin = request.headers.get("Origin")
-    if request.path == "/ws" and origin is not None:
-        if urlsplit(origin).netloc.lower() != request.host.lower():
-            abort(403)
-
-
-@app.before_request
-def decline_compression():
-    """Chat lines are ~100 bytes: compressing them for each client saves nothing, yet
-    costs ~150 KB and several times the CPU per client. Browsers always offer it, and
-    simple-websocket accepts whatever is offered, so we hide the offer from it."""
-    if request.path == "/ws":
-        request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)

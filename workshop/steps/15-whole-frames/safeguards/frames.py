@@ -1,7 +1,7 @@
 """Frames encoded once, and written whole on a socket that the library writes on too.
 
 app.py encodes each message with text_frame() once for everyone, and its writer sends
-them with send_whole(); share_socket() sets a connection up for that when it opens.
+them with send_whole(); websocket.py calls share_socket() on each connection as it opens.
 
 Why not simple-websocket's ws.send()? It encodes the frame again for every client, and
 writes it with sock.send(): with a send timeout (SO_SNDTIMEO) a send that times out
@@ -10,6 +10,14 @@ frame follows: the client's stream is corrupt. The library's own reader thread a
 writes on the socket (pongs, pings, close frames), with no lock; two writers interleaving
 corrupt the stream as well. So every write on the socket, ours and the library's, goes
 through one lock and goes out whole, or the connection is cut with nothing after it.
+
+Upstream: simple-websocket #45 (the partial send), flask-sock #85 (sends from several
+threads); neither is fixed in simple-websocket 1.1.0 and flask-sock 0.7.0.
+
+Relies on (selfcheck.py checks them): simple-websocket looking up `ws.sock` for each of
+its writes, which are all `sock.send(data)`; `ws.ws`, its wsproto connection, whose
+`state` leaves ConnectionState.OPEN before the library builds a close frame; wsproto's
+FrameProtocol(client=False, extensions=[]).send_data(text), which encodes one frame.
 """
 import socket
 import threading

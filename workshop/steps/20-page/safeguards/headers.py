@@ -1,5 +1,7 @@
 """The headers that let the browser defend the page: app.py's index() sends for_page(page).
 
+They go with the chat's page only, never with a host app's other routes.
+
 The Content-Security-Policy lets the page run its own inline script and style, and
 nothing else: should a message ever get into the page as markup, its script would not
 run. The page's script and style are allowed by their SHA-256 hashes, computed from
@@ -21,7 +23,7 @@ POLICY = "; ".join([
     "img-src data:",  # the inline icon
     "base-uri 'none'",
     "form-action 'none'",  # the form is sent by the script, never by the browser
-    "frame-ancestors 'none'",  # no other site may show the page in a frame
+    "frame-ancestors 'self'",  # the app's own pages may frame it; no other site may
 ])
 
 

@@ -2,11 +2,12 @@
 
 app.py limits each connection; the limits here count what every connection from one
 address does together, so a flood spread over a hundred connections buys nothing more than
-one connection would. app.py calls `admit()` before a websocket handshake and `release()`
-after it; reader.py calls `take_message()` and `pace_reading()` as data arrives.
+one connection would. websocket.py calls `admit()` before a websocket handshake and
+`release()` after it; app.py calls `take_message()` for each message, and reader.py
+`pace_reading()` for every read.
 
 Everyone behind one NAT shares an address, and behind a reverse proxy everyone has the
-proxy's address unless TRUSTED_PROXIES is set (see app.py and the README).
+proxy's address unless TRUSTED_PROXIES is set (see guards.py and docs/deploying.md).
 """
 import threading
 import time
@@ -27,8 +28,8 @@ MESSAGES_PER_SECOND = 15         # ...and on average: three people at app.py's o
 READ_BYTES_BURST = 256 * 1024    # four of the largest frames app.py accepts
 READ_BYTES_PER_SECOND = 64 * 1024
 # Descriptors kept free for what is not a websocket: listening socket, log files, page
-# requests, Redis. Websockets beyond the process limit minus these are refused with 503,
-# so accept() never fails for want of a descriptor (Werkzeug's loop then spins at 100%).
+# requests, Redis. Websockets beyond the process limit minus these are refused, so
+# accept() never fails for want of a descriptor (Werkzeug's loop then spins at 100%).
 SPARE_FDS = 100
 
 
@@ -67,19 +68,20 @@ def max_connections():
 
 
 def admit(address):
-    """Count one more websocket from `address`; return why it is refused, or None."""
+    """Count one more websocket from `address`; return why it is refused (a sentence for
+    the person whose page it is), or None."""
     now = time.monotonic()
     with lock:
         forget_idle(now)
         if sum(a["connections"] for a in addresses.values()) >= max_connections():
-            return 503, "The chat is full; try again later."
+            return "The chat is full; try again later."
         record = addresses.setdefault(address, {
             "connections": 0,
             "messages": Bucket(MESSAGES_BURST, MESSAGES_PER_SECOND),
             "bytes": Bucket(READ_BYTES_BURST, READ_BYTES_PER_SECOND)})
         if record["connections"] >= CONNECTIONS_PER_ADDRESS:
-            return 429, (f"Too many connections from your address (at most "
-                         f"{CONNECTIONS_PER_ADDRESS}); close one and try again.")
+            return (f"Too many connections from your address (at most"
+                    f" {CONNECTIONS_PER_ADDRESS}); close one and try again.")
         record["connections"] += 1
         return None
 
@@ -115,13 +117,3 @@ def pace_reading(address, size):
         tokens = addresses[address]["bytes"].take(size, time.monotonic())
     if tokens < 0:
         time.sleep(-tokens / READ_BYTES_PER_SECOND)
-
-
-def raise_fd_limit():
-    """Raise this process's soft limit on open files to its hard limit: each websocket
-    needs a descriptor, and the usual soft limit of 1,024 holds about 900."""
-    if resource is None:
-        return
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
