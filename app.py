@@ -20,7 +20,7 @@ from flask import Blueprint, Flask, current_app, request
 
 try:  # what works around the libraries, or guards the door: the folder beside this file
     from safeguards import (frames, headers, limits, process, redis_bridge, selfcheck,
-                            text_rules, websocket)
+                            settings, text_rules, websocket)
 except ModuleNotFoundError as error:
     if error.name != "safeguards":
         raise
@@ -39,8 +39,8 @@ SEND_TIMEOUT = 10            # seconds a socket may accept nothing before we giv
 SEND_BUFFER = 64 * 1024      # kernel bytes per client: plenty for chat, little to pin
 PING_INTERVAL = 25           # seconds; finds peers that vanished without saying goodbye
 # Set it to run several processes as one room, through Redis: safeguards/redis_bridge.py.
-REDIS_URL = os.environ.get("REDIS_URL")
-# ALLOWED_HOSTS and TRUSTED_PROXIES, for a LAN or the internet: see safeguards/guards.py.
+REDIS_URL = settings.REDIS_URL
+# The other settings, for a LAN, the internet or a classroom: see safeguards/settings.py.
 
 SOCKET_OPTIONS = {  # simple-websocket's, for the chat's websocket alone
     "ping_interval": PING_INTERVAL,
@@ -128,7 +128,7 @@ def receive_messages(ws, outbox):
         allowance = min(RATE_BURST, allowance + (arrival - last_check) * RATE_PER_SECOND)
         last_check = arrival
         try:
-            if allowance < 1 or not limits.take_message(request.remote_addr, arrival):
+            if allowance < 1 or not limits.take_message(request.remote_addr, arrival, ws):
                 raise ValueError("You are sending too fast; wait a moment.")
             allowance -= 1
             broadcast(parse_message(frame))

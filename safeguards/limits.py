@@ -1,25 +1,34 @@
 """Per-address limits: one address cannot take the room down by opening many connections.
 
 app.py limits each connection; the limits here count what every connection from one
-address does together, so a flood spread over a hundred connections buys nothing more than
-one connection would. websocket.py calls `admit()` before a websocket handshake and
-`release()` after it; app.py calls `take_message()` for each message, and reader.py
-`pace_reading()` for every read.
+address does together, so a flood spread over many connections buys nothing more than its
+share. websocket.py calls `admit()` before a websocket handshake and `release()` after it;
+app.py calls `take_message()` for each message, and reader.py `pace_reading()` for every
+read.
 
-Everyone behind one NAT shares an address, and behind a reverse proxy everyone has the
-proxy's address unless TRUSTED_PROXIES is set (see guards.py and docs/deploying.md).
+Everyone behind one NAT shares an address (a classroom on venue Wi-Fi), and behind a
+reverse proxy everyone has the proxy's address unless TRUSTED_PROXIES is set. So an
+address's allowance is shared fairly: while it lasts, anyone may use it; when it runs
+short, each connection still gets its even share, and what is refused or slowed falls on
+the connections taking more than theirs. An IPv6 address counts with its whole /64, which
+one home or phone is given.
 """
+import ipaddress
 import threading
 import time
+import weakref
+
+from . import settings
 
 try:
     import resource  # not on Windows
 except ImportError:
     resource = None
 
-CONNECTIONS_PER_ADDRESS = 20     # a household's tabs and phones; more is a script
-MESSAGES_BURST = 60              # messages one address may send at once...
-MESSAGES_PER_SECOND = 15         # ...and on average: three people at app.py's own rate
+CONNECTIONS_PER_ADDRESS = settings.CONNECTIONS_PER_ADDRESS  # 64 unless set: settings.py
+MESSAGES_PER_SECOND = settings.MESSAGES_PER_SECOND_PER_ADDRESS  # 40 unless set
+MESSAGES_BURST = 100             # an address's messages at once: a class saying hi together
+SHARE_BURST = 3                  # messages a connection may send at once on its share
 # Every frame costs CPU to parse, pings and other control frames included, and those
 # never reach app.py's message limits: 10 connections sending pings flat out took a
 # whole core. So bound the bytes an address's connections may make the server read:
@@ -27,6 +36,7 @@ MESSAGES_PER_SECOND = 15         # ...and on average: three people at app.py's o
 # empty pings a second, a tenth of a core here.
 READ_BYTES_BURST = 256 * 1024    # four of the largest frames app.py accepts
 READ_BYTES_PER_SECOND = 64 * 1024
+SHARE_BYTES_BURST = 8 * 1024     # a connection's share: its largest message, whole
 # Descriptors kept free for what is not a websocket: listening socket, log files, page
 # requests, Redis. Websockets beyond the process limit minus these are refused, so
 # accept() never fails for want of a descriptor (Werkzeug's loop then spins at 100%).
@@ -53,8 +63,55 @@ class Bucket:
         return self.tokens + (now - self.last) * self.rate >= self.size
 
 
-addresses = {}  # address -> {"connections", "messages", "bytes"} while it matters
+class SharedAllowance:
+    """What all of an address's connections may use together: a pool any of them may draw
+    on while it lasts, and for each connection an even share of its rate, which it keeps
+    however the others use the pool."""
+
+    def __init__(self, size, rate, share_size):
+        self.pool = Bucket(size, rate)
+        self.share_size = share_size
+        self.shares = weakref.WeakKeyDictionary()  # connection -> Bucket, while it lives
+
+    def take(self, connection, amount, now, connections):
+        """Charge `amount` to the pool and to the connection's share; return the debt
+        the connection is in, in seconds of its share (0 if it is within its rights)."""
+        share = self.shares.get(connection)
+        if share is None:
+            share = self.shares[connection] = Bucket(self.share_size, 0)
+        share.rate = self.pool.rate / max(connections, 1)
+        own = share.take(amount, now)
+        share.tokens = max(own, -self.share_size)  # owe at most one burst
+        pooled = self.pool.take(amount, now)
+        self.pool.tokens = max(pooled, -self.pool.size)
+        if pooled >= 0 or own >= 0:
+            return 0
+        return -own / share.rate
+
+    def give_back(self, connection, amount):
+        """Undo a take(): what is refused costs nothing."""
+        self.pool.tokens += amount
+        self.shares[connection].tokens += amount
+
+    def is_full(self, now):
+        return self.pool.is_full(now)
+
+
+addresses = {}  # key(address) -> {"connections", "messages", "bytes"} while it matters
 lock = threading.Lock()  # every connection's threads use it
+
+
+def key(address):
+    """What the limits count an address as: itself, or for IPv6 its /64."""
+    try:
+        ip = ipaddress.ip_address(address.split("%")[0])  # without a link-local zone
+    except ValueError:
+        return address  # not an IP address (a Unix socket's peer, say): itself
+    if ip.version == 6:
+        if ip.ipv4_mapped:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
 
 
 def max_connections():
@@ -75,10 +132,11 @@ def admit(address):
         forget_idle(now)
         if sum(a["connections"] for a in addresses.values()) >= max_connections():
             return "The chat is full; try again later."
-        record = addresses.setdefault(address, {
+        record = addresses.setdefault(key(address), {
             "connections": 0,
-            "messages": Bucket(MESSAGES_BURST, MESSAGES_PER_SECOND),
-            "bytes": Bucket(READ_BYTES_BURST, READ_BYTES_PER_SECOND)})
+            "messages": SharedAllowance(MESSAGES_BURST, MESSAGES_PER_SECOND, SHARE_BURST),
+            "bytes": SharedAllowance(READ_BYTES_BURST, READ_BYTES_PER_SECOND,
+                                     SHARE_BYTES_BURST)})
         if record["connections"] >= CONNECTIONS_PER_ADDRESS:
             return (f"Too many connections from your address (at most"
                     f" {CONNECTIONS_PER_ADDRESS}); close one and try again.")
@@ -88,11 +146,11 @@ def admit(address):
 
 def release(address):
     with lock:
-        addresses[address]["connections"] -= 1
+        addresses[key(address)]["connections"] -= 1
 
 
 def forget_idle(now):
-    # An address with no connection is kept until its buckets are full again: leaving
+    # An address with no connection is kept until its allowances are full again: leaving
     # and coming back must not buy a fresh burst.
     for address, record in list(addresses.items()):
         if (record["connections"] == 0 and record["messages"].is_full(now)
@@ -100,20 +158,24 @@ def forget_idle(now):
             del addresses[address]
 
 
-def take_message(address, arrival):
-    """Count a message from `address` that arrived at `arrival`; False if over the rate."""
+def take_message(address, arrival, connection):
+    """Count a message that `connection` from `address` sent at `arrival`; False if it
+    is over the address's rate and over the connection's share of it."""
     with lock:
-        bucket = addresses[address]["messages"]
-        if bucket.take(1, arrival) >= 0:
+        record = addresses[key(address)]
+        messages = record["messages"]
+        if messages.take(connection, 1, arrival, record["connections"]) == 0:
             return True
-        bucket.tokens += 1  # a refused message costs nothing
+        messages.give_back(connection, 1)
         return False
 
 
-def pace_reading(address, size):
-    """Charge `size` bytes read to `address`; sleep off any debt (the caller is a
-    connection's reader thread, so only this address's connections slow down)."""
+def pace_reading(address, connection, size):
+    """Charge `size` bytes read on `connection` to `address`; sleep off the connection's
+    debt, if it has taken more than its share while the address's allowance ran short (the
+    caller is the connection's reader thread, so only that connection slows down)."""
     with lock:
-        tokens = addresses[address]["bytes"].take(size, time.monotonic())
-    if tokens < 0:
-        time.sleep(-tokens / READ_BYTES_PER_SECOND)
+        record = addresses[key(address)]
+        debt = record["bytes"].take(connection, size, time.monotonic(), record["connections"])
+    if debt:
+        time.sleep(debt)

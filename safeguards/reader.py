@@ -80,7 +80,7 @@ class PacedSocket:
 
     def recv(self, size):
         data = self.sock.recv(size)
-        limits.pace_reading(self.address, len(data))
+        limits.pace_reading(self.address, self, len(data))  # this socket is the connection
         return data
 
     def __getattr__(self, name):  # everything else is the socket's own

@@ -23,7 +23,7 @@ from werkzeug.serving import make_server
 
 import app as chat
 from safeguards import guards, limits, websocket
-from test_app import (CHAT_APP, TIMEOUT, Client, assert_nothing_arrives, connect, raw_handshake,  # noqa: F401
+from test_app import (CHAT_APP, TIMEOUT, close, Client, assert_nothing_arrives, connect, raw_handshake,  # noqa: F401
                       receive, say, server, wait_until)
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the project
@@ -345,22 +345,37 @@ def test_connections_per_address_are_capped_with_a_clear_refusal(server, monkeyp
 
 
 def test_the_rate_limit_is_shared_by_an_address_s_connections(server, monkeypatch):
+    """A flood spread over 5 connections gets the address's allowance (6 here), and each
+    connection no more than its own share (1 here) once that is spent."""
     monkeypatch.setattr(limits, "MESSAGES_BURST", 6)
     monkeypatch.setattr(limits, "MESSAGES_PER_SECOND", 0.001)
+    monkeypatch.setattr(limits, "SHARE_BURST", 1)
     watcher = connect(server)
     senders = [connect(server) for _ in range(5)]  # each well within its own limit
-    for n, ws in enumerate(senders):
+    refusals = 0
+    for n, ws in enumerate(senders):  # one after the other, each heard before the next
         for m in range(3):
             say(ws, f"{n}.{m}")
-    seen = [receive(watcher)["message"] for _ in range(6)]
+        answers = [json.loads(frame) for frame in frames_until_answered(ws, f"{n}.", 3)]
+        refusals += sum("too fast" in answer.get("error", "") for answer in answers)
+    # The first two spend the allowance; the other three get their share, one each.
+    seen = [receive(watcher)["message"] for _ in range(9)]
     assert_nothing_arrives(watcher)
-    refusals = 0
-    for ws in senders:
-        while (frame := ws.receive(timeout=0.3)) is not None:
-            refusals += "too fast" in json.loads(frame).get("error", "")
-    assert len(seen) == 6 and refusals == 15 - 6
+    assert seen == ["0.0", "0.1", "0.2", "1.0", "1.1", "1.2", "2.0", "3.0", "4.0"]
+    assert refusals == 15 - 9
     for ws in [watcher, *senders]:
         ws.close()
+
+
+def frames_until_answered(ws, prefix, count):
+    """The frames `ws` gets until `count` of its own messages (starting with `prefix`)
+    came back or were refused; messages of others before them are skipped."""
+    answers = []
+    while len(answers) < count:
+        data = receive(ws)
+        if "error" in data or data["message"].startswith(prefix):
+            answers.append(json.dumps(data))
+    return answers
 
 
 def test_messages_are_counted_when_they_arrive(server, monkeypatch):
@@ -415,6 +430,51 @@ def send_quietly(s, data):
         s.sendall(data)
     except OSError:
         pass  # the test hung up first
+
+
+@pytest.mark.parametrize("address, counted_as", [
+    ("203.0.113.7", "203.0.113.7"),
+    ("2001:db8:1:2:aaaa::1", "2001:db8:1:2::/64"),
+    ("2001:db8:1:2:bbbb::2", "2001:db8:1:2::/64"),  # the same home or phone
+    ("2001:db8:1:3::1", "2001:db8:1:3::/64"),
+    ("fe80::1%eth0", "fe80::/64"),
+    ("::ffff:203.0.113.7", "203.0.113.7"),  # IPv4, as a dual-stack socket reports it
+])
+def test_an_ipv6_address_counts_with_its_slash_64(address, counted_as):
+    assert limits.key(address) == counted_as
+
+
+class Connection:
+    """Anything a connection's allowance can be kept for (weakly, as for a websocket)."""
+
+
+def test_an_address_short_of_its_allowance_refuses_only_those_over_their_share():
+    """The unit behind the classroom: 50 people at one message every 2 s, and a script
+    on 3 connections sending 10 a second each, for a minute: more than the address may."""
+    allowance = limits.SharedAllowance(limits.MESSAGES_BURST, limits.MESSAGES_PER_SECOND,
+                                       limits.SHARE_BURST)
+    people, script = [Connection() for _ in range(50)], [Connection() for _ in range(3)]
+    refused = {"people": 0, "script": 0}
+    start = time.monotonic()
+    for tick in range(60 * 10):  # tenths of a second
+        now = start + tick / 10
+        senders = [("script", c) for c in script]
+        senders += [("people", c) for n, c in enumerate(people) if tick % 20 == n % 20]
+        for who, connection in senders:
+            if allowance.take(connection, 1, now, connections=53):
+                allowance.give_back(connection, 1)
+                refused[who] += 1
+    assert refused["people"] == 0
+    assert refused["script"] > 0
+
+
+def test_a_setting_that_is_not_a_number_stops_the_chat_with_a_sentence():
+    env = {**os.environ, "CHAT_CONNECTIONS_PER_ADDRESS": "lots"}
+    result = subprocess.run([sys.executable, "-c", "import app"], cwd=HERE, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1].endswith(
+        "CHAT_CONNECTIONS_PER_ADDRESS must be a whole number of at least 1, not 'lots'.")
 
 
 # --- Out of file descriptors (a real process with a low limit) ------------------------
@@ -526,3 +586,86 @@ def test_pytest_exits_though_a_test_left_a_websocket_open(tmp_path):
                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout
     assert "1 passed" in result.stdout
+
+
+# --- A classroom behind one address -----------------------------------------------------
+
+STUDENTS = 50     # one class, behind one address: venue Wi-Fi, a school's NAT
+ROUNDS = 5        # messages each sends after its "hi", one every...
+PACE = 2          # ...2 seconds: people typing
+SCRIPT_CONNECTIONS = 3  # a classmate's script on the same address, sending flat out
+
+
+def messages_until(ws, wanted, seen, deadline):
+    """Read frames into `seen` until it holds every message of `wanted`; errors too."""
+    errors = []
+    while not wanted <= seen and time.monotonic() < deadline:
+        frame = ws.receive(timeout=max(deadline - time.monotonic(), 0.01))
+        if frame is None:
+            break
+        data = json.loads(frame)
+        if "error" in data:
+            errors.append(data["error"])
+        else:
+            seen.add(data["message"])
+    return errors
+
+
+@pytest.mark.slow
+def test_a_classroom_on_one_address_fits_beside_a_script_sending_flat_out(server):
+    """With the default settings: everyone gets in at once, nothing a person types is
+    refused, and everyone sees everything, while a script on their address is refused."""
+    url = f"ws://{server}/ws"
+    students = [None] * STUDENTS
+
+    def join(n):
+        students[n] = Client.connect(url)
+
+    joining = [threading.Thread(target=join, args=(n,)) for n in range(STUDENTS)]
+    for thread in joining:
+        thread.start()
+    for thread in joining:
+        thread.join(TIMEOUT * 4)
+    assert all(students), "a student could not get in"
+    wait_until(lambda: len(chat.clients) == STUDENTS)
+
+    script = [Client.connect(url) for _ in range(SCRIPT_CONNECTIONS)]
+    stop = threading.Event()
+    script_refused = []
+
+    def send_flat_out(ws):
+        sent = 0
+        while not stop.is_set():
+            ws.send(json.dumps({"name": "script", "message": f"spam {sent}"}))
+            sent += 1
+            if sent % 50 == 0:  # read what came back, as a browser would
+                while (frame := ws.receive(timeout=0)) is not None:
+                    if "error" in json.loads(frame):
+                        script_refused.append(frame)
+
+    spammers = [threading.Thread(target=send_flat_out, args=(ws,)) for ws in script]
+    for thread in spammers:
+        thread.start()
+    try:
+        wanted = set()
+        for round_ in range(ROUNDS + 1):  # "hi" together, then at a person's pace
+            for n, ws in enumerate(students):
+                text = f"student {n} says {'hi' if round_ == 0 else round_}"
+                ws.send(json.dumps({"name": f"student {n}", "message": text}))
+                wanted.add(text)
+            time.sleep(PACE)
+    finally:
+        stop.set()
+        for thread in spammers:
+            thread.join(TIMEOUT)
+    deadline = time.monotonic() + TIMEOUT * 4
+    try:
+        for n, ws in enumerate(students):
+            seen = set()
+            errors = messages_until(ws, wanted, seen, deadline)
+            assert errors == [], f"student {n} was refused: {errors[:3]}"
+            assert wanted <= seen, f"student {n} missed {len(wanted - seen)} messages"
+        assert script_refused, "the script was never refused"
+    finally:
+        for ws in students + script:
+            close(ws)  # the script's may have been cut off: it hardly reads

@@ -34,7 +34,8 @@ STEPS = sorted(p.name for p in (WORKSHOP / "steps").iterdir() if p.is_dir()) + [
 # What an attendee's folder holds; the modules of safeguards/ arrive from step 15 on,
 # copied whole.
 FILES = ("app.py", "chat.html", "safeguards/__init__.py", "safeguards/frames.py",
-         "safeguards/guards.py", "safeguards/limits.py", "safeguards/reader.py",
+         "safeguards/settings.py", "safeguards/guards.py", "safeguards/limits.py",
+         "safeguards/reader.py",
          "safeguards/websocket.py", "safeguards/process.py", "safeguards/text_rules.py",
          "safeguards/headers.py", "safeguards/selfcheck.py", "safeguards/redis_bridge.py")
 TIMEOUT = 10  # seconds any single wait may take (generous: CI machines get loaded)
@@ -504,6 +505,7 @@ def test_from_18_an_address_is_limited_whatever_its_connections(serve, step, mon
     limits = limits_of(module)
     monkeypatch.setattr(limits, "MESSAGES_BURST", 30)
     monkeypatch.setattr(limits, "MESSAGES_PER_SECOND", 0.001)
+    monkeypatch.setattr(limits, "SHARE_BURST", 1)
     limits.addresses.clear()
     ada, *others = room_of(address, module, 4)
     for ws in others:  # 10 each: every connection is well within its own RATE_BURST
@@ -511,7 +513,10 @@ def test_from_18_an_address_is_limited_whatever_its_connections(serve, step, mon
             say(ws, f"m{n}")
     for n in range(30):
         receive(ada)
-    say(ada, "one more")  # ada's first: yet the address has spent its 30
+    # The address has spent its 30; ada still has her own share of it (1 here)...
+    say(ada, "my share")
+    assert json.loads(receive(ada))["message"] == "my share"
+    say(ada, "more than my share")  # ...and no more
     assert "too fast" in json.loads(receive(ada))["error"]
     for ws in [ada, *others]:
         ws.close()

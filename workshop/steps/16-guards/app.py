@@ -27,7 +27,7 @@ OUTBOX_LIMIT = 2000          # frames waiting for one client; more means it is s
 SEND_TIMEOUT = 10            # seconds a socket may accept nothing before we give up on it
 SEND_BUFFER = 64 * 1024      # kernel bytes per client: plenty for chat, little to pin
 PING_INTERVAL = 25           # seconds; finds peers that vanished without saying goodbye
-# ALLOWED_HOSTS and TRUSTED_PROXIES, for a LAN or the internet: see safeguards/guards.py.
+# The settings, for a LAN, the internet or a classroom: see safeguards/settings.py.
 WAKE_INTERVAL = 25           # seconds; see receive_messages (each wake-up costs CPU)
 # One message to thousands of people wakes thousands of writer threads, all queueing for
 # the GIL; at Python's default 5 ms interval they pass it round so often that the

@@ -38,7 +38,7 @@ OUTBOX_LIMIT = 2000          # frames waiting for one client; more means it is s
 SEND_TIMEOUT = 10            # seconds a socket may accept nothing before we give up on it
 SEND_BUFFER = 64 * 1024      # kernel bytes per client: plenty for chat, little to pin
 PING_INTERVAL = 25           # seconds; finds peers that vanished without saying goodbye
-# ALLOWED_HOSTS and TRUSTED_PROXIES, for a LAN or the internet: see safeguards/guards.py.
+# The settings, for a LAN, the internet or a classroom: see safeguards/settings.py.
 
 SOCKET_OPTIONS = {  # simple-websocket's, for the chat's websocket alone
     "ping_interval": PING_INTERVAL,
@@ -124,7 +124,7 @@ def receive_messages(ws, outbox):
         allowance = min(RATE_BURST, allowance + (arrival - last_check) * RATE_PER_SECOND)
         last_check = arrival
         try:
-            if allowance < 1 or not limits.take_message(request.remote_addr, arrival):
+            if allowance < 1 or not limits.take_message(request.remote_addr, arrival, ws):
                 raise ValueError("You are sending too fast; wait a moment.")
             allowance -= 1
             broadcast(parse_message(frame))

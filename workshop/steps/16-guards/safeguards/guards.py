@@ -21,16 +21,14 @@ Relies on: Werkzeug's `request.host` and the environ keys HTTP_SEC_WEBSOCKET_EXT
 and HTTP_X_FORWARDED_FOR, which simple-websocket reads the handshake from.
 """
 import base64
-import os
 from urllib.parse import urlsplit
 
 from flask import Response, request
 
-# Behind a LAN or the internet, the host names the chat answers to, e.g.
-# "chat.example.org,192.168.1.20". Unset, any Host is served, as `flask run` wants.
-ALLOWED_HOSTS = os.environ.get("ALLOWED_HOSTS")
-# How many reverse proxies stand in front of the chat, each adding X-Forwarded-For.
-TRUSTED_PROXIES = int(os.environ.get("TRUSTED_PROXIES", "0"))
+from . import settings
+
+ALLOWED_HOSTS = settings.ALLOWED_HOSTS      # settings.py says what each is for
+TRUSTED_PROXIES = settings.TRUSTED_PROXIES
 # The headers a handshake is read from. Others (a cookie, say) may hold any text a
 # browser sends: simple-websocket passes them on as UTF-8, which wsproto accepts.
 HANDSHAKE_HEADERS = frozenset({

@@ -42,8 +42,10 @@ def route(bp, rule, options):
             refused = guards.refusal()
             if refused is not None:
                 return refused
-            # From here on, request.remote_addr is the client's, even behind proxies.
-            request.environ["REMOTE_ADDR"] = address = guards.client_address()
+            # From here on, request.remote_addr is the client's, even behind proxies
+            # (Werkzeug reads it once from the environ, simple-websocket from the environ).
+            address = request.remote_addr = guards.client_address()
+            request.environ["REMOTE_ADDR"] = address
             refused = limits.admit(address)
             if refused is not None:
                 return refuse_in_words(refused)
