@@ -1,5 +1,6 @@
 """What the docs promise about themselves: links that lead somewhere, and deployment
 commands that keep the per-address limits honest."""
+import json
 import pathlib
 import re
 
@@ -44,6 +45,10 @@ def test_a_client_that_reaches_the_chat_directly_can_name_any_address(server, mo
         for n in range(limits.CONNECTIONS_PER_ADDRESS + 1):
             opened.append(simple_websocket.Client.connect(
                 f"ws://{server}/ws", headers={"X-Forwarded-For": f"198.51.100.{n}"}))
+        # Each is counted as the address it named, messages too (a KeyError, once).
+        opened[-1].send(json.dumps({"name": "Eve", "message": "from nowhere"}))
+        assert json.loads(opened[-1].receive(timeout=5)) == {"name": "Eve",
+                                                             "message": "from nowhere"}
     finally:
         for ws in opened:
             ws.close()
