@@ -41,6 +41,11 @@ SHARE_BYTES_BURST = 8 * 1024     # a connection's share: its largest message, wh
 # requests, Redis. Websockets beyond the process limit minus these are refused, so
 # accept() never fails for want of a descriptor (Werkzeug's loop then spins at 100%).
 SPARE_FDS = 100
+# Under gunicorn each websocket holds one of its threads for life: with all of them held,
+# the page and every handshake wait in its queue, unanswered (a newcomer cannot even be
+# told the chat is full). Keep these for them.
+SPARE_THREADS = 10
+SERVER_THREADS = settings.SERVER_THREADS  # gunicorn.conf.py gives gunicorn the same
 
 
 class Bucket:
@@ -114,23 +119,27 @@ def key(address):
     return str(ip)
 
 
-def max_connections():
-    """Websockets this process can hold before it runs out of file descriptors."""
-    if resource is None:
-        return 1_000_000  # Windows has no such limit on sockets
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY:
-        return 1_000_000
-    return max(soft - SPARE_FDS, 1)  # each websocket costs one descriptor (see reader.py)
+def max_connections(threads_for_life=False):
+    """Websockets this process can hold before it runs out of file descriptors, or, if a
+    websocket holds one of the server's threads for life (gunicorn), of threads."""
+    most = 1_000_000  # Windows has no limit on sockets
+    if resource is not None:
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY:
+            most = max(soft - SPARE_FDS, 1)  # a websocket costs a descriptor (reader.py)
+    if threads_for_life:
+        most = min(most, max(SERVER_THREADS - SPARE_THREADS, 1))
+    return most
 
 
-def admit(address):
+def admit(address, threads_for_life=False):
     """Count one more websocket from `address`; return why it is refused (a sentence for
     the person whose page it is), or None."""
     now = time.monotonic()
     with lock:
         forget_idle(now)
-        if sum(a["connections"] for a in addresses.values()) >= max_connections():
+        if (sum(a["connections"] for a in addresses.values())
+                >= max_connections(threads_for_life)):
             return "The chat is full; try again later."
         record = addresses.setdefault(key(address), {
             "connections": 0,

@@ -36,3 +36,6 @@ CONNECTIONS_PER_ADDRESS = whole_number("CHAT_CONNECTIONS_PER_ADDRESS", 64, least
 # connection still gets its even share of it (limits.py).
 MESSAGES_PER_SECOND_PER_ADDRESS = whole_number("CHAT_MESSAGES_PER_SECOND_PER_ADDRESS", 40,
                                                least=1)
+# Under gunicorn, the threads of each worker, which gunicorn.conf.py gives it: each
+# websocket holds one for life, so the chat lets in that many less SPARE_THREADS.
+SERVER_THREADS = whole_number("CHAT_SERVER_THREADS", 100, least=2)

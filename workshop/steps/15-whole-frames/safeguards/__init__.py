@@ -3,6 +3,7 @@ stands on, and the guards at its door. Each module says which private parts of
 simple-websocket, flask-sock, Werkzeug or wsproto it relies on; selfcheck.py checks them
 when the chat is registered, and refuses to start if they have moved.
 
+- settings.py    the settings a host may change, from environment variables
 - websocket.py   the websocket route, with the chat's own socket options and checks
 - frames.py      frames encoded once, and written whole
 - reader.py      each connection's reader thread, with what the chat needs

@@ -46,7 +46,8 @@ def route(bp, rule, options):
             # (Werkzeug reads it once from the environ, simple-websocket from the environ).
             address = request.remote_addr = guards.client_address()
             request.environ["REMOTE_ADDR"] = address
-            refused = limits.admit(address)
+            # gunicorn gives each websocket one of its threads for as long as it is open.
+            refused = limits.admit(address, "gunicorn.socket" in request.environ)
             if refused is not None:
                 return refuse_in_words(refused)
             try:
@@ -97,6 +98,8 @@ def serve(handler, ws):
         handler(ws)
     except ConnectionClosed:
         pass
+    except OSError:  # the library's reader closes the socket when the client resets it:
+        pass         # under gunicorn, often before the handler has even tuned it (EBADF)
     try:
         ws.close()  # the close frame, if the handler did not send one
     except (ConnectionClosed, OSError):
