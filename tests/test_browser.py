@@ -496,8 +496,7 @@ def test_a_refused_page_says_why_and_waits_before_trying_again(open_page, monkey
     open_page("Ada")
     attempts = []
     admit = limits.admit
-    monkeypatch.setattr(limits, "admit", lambda address: attempts.append(address) or
-                        admit(address))
+    monkeypatch.setattr(limits, "admit", lambda *args: attempts.append(args) or admit(*args))
     bob = open_page("Bob", wait_online=False)
     expect(bob.locator("#error")).to_have_text(
         "Too many connections from your address (at most 1); close one and try again.")

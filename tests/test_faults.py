@@ -669,3 +669,6 @@ def test_a_classroom_on_one_address_fits_beside_a_script_sending_flat_out(server
     finally:
         for ws in students + script:
             close(ws)  # the script's may have been cut off: it hardly reads
+        # A script's connection that read past its share sleeps that debt off (a few
+        # seconds at most) before its reader hears the close.
+        wait_until(lambda: not chat.clients, timeout=TIMEOUT * 4)
