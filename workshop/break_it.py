@@ -31,6 +31,8 @@ WAIT = 5          # seconds we wait for messages that should arrive
 REFUSAL_WAIT = 0.1  # seconds: a refusal in words comes at once after the handshake
 QUIET = 1.5       # seconds without a new message: nothing more is coming
 ROOM = 4          # well-behaved clients in each demonstration
+STALL_QUIET = 5   # seconds: stall's QUIET, for 6,000 messages on a loaded machine
+STALL_WAIT = 60   # seconds stall's readers may take over them, at the most
 STALL_SENDERS = 24  # stall's load, spread so that no one address sends more than 256 KB
 # pause's reader stops for longer than the chat's send timeout (SEND_TIMEOUT, 10 s), so
 # that a send to it gives up part-way, and for less than twice that, so that it reads
@@ -129,8 +131,10 @@ def stall(url):
     sent = send_together({ws: [chat_line(tag, n, size=900)
                                for n in range(s * share, (s + 1) * share)]
                           for s, ws in enumerate(senders)})
-    got = [collect(ws, tag, until_quiet=True, quiet=QUIET if n == 0 else 0.2)
-           for n, ws in enumerate(readers)]
+    # A frozen room stays frozen; a busy machine only pauses now and then, and may take
+    # many seconds over 6,000 messages: wait longer, and for as long as they come.
+    got = [collect(ws, tag, until_quiet=True, wait=STALL_WAIT,
+                   quiet=STALL_QUIET if n == 0 else 1) for n, ws in enumerate(readers)]
     refused = sum(count_errors(ws) or 0 for ws in senders)
     reset(stuck)
     close_all(room + helpers)
@@ -139,7 +143,7 @@ def stall(url):
     if lowest < accepted:
         return False, (
             f"the {len(readers)} clients that kept reading got only {lowest} of the "
-            f"{accepted} messages within {QUIET} s of the last one: one client that "
+            f"{accepted} messages within {STALL_QUIET} s of the last one: one client that "
             "stopped reading froze the room (every send to it waits, forever)")
     note = f" (it refused {refused} as too fast)" if refused else ""
     return True, (
