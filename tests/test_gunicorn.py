@@ -15,6 +15,7 @@ import pytest
 
 from safeguards import limits
 from test_app import TIMEOUT, raw_handshake
+from test_faults import good_headers, handshake_request, refusal
 
 pytest.importorskip("gunicorn")
 
@@ -55,20 +56,6 @@ def gunicorn(tmp_path):
         server.wait(TIMEOUT)
 
 
-def refusal_after(s):
-    """The reason of a 1013 close that follows the 101 at once, or None if let in."""
-    s.settimeout(0.5)
-    try:
-        head = s.recv(2)
-    except socket.timeout:
-        return None
-    if head[:1] != b"\x88":
-        return None
-    body = s.recv(head[1])
-    assert struct.unpack("!H", body[:2])[0] == 1013
-    return body[2:].decode()
-
-
 def test_beyond_what_its_threads_hold_newcomers_are_refused_and_the_page_served(gunicorn):
     address, log = gunicorn
     admitted, refusals = [], []
@@ -76,7 +63,7 @@ def test_beyond_what_its_threads_hold_newcomers_are_refused_and_the_page_served(
         for _ in range(THREADS):  # as many idle websockets as gunicorn has threads
             s, response = raw_handshake(address)
             assert response.split()[1] == "101"
-            reason = refusal_after(s)
+            reason = refusal(s)
             (refusals if reason else admitted).append(reason or s)
         assert len(admitted) == THREADS - limits.SPARE_THREADS
         assert set(refusals) == {"The chat is full; try again later."}
@@ -95,9 +82,7 @@ def test_a_client_that_leaves_right_after_its_handshake_costs_no_error(gunicorn)
     host, port = address.split(":")
     for n in range(200):
         s = socket.create_connection((host, int(port)), timeout=TIMEOUT)
-        s.sendall(f"GET /ws HTTP/1.1\r\nHost: {address}\r\nUpgrade: websocket\r\n"
-                  "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                  "Sec-WebSocket-Version: 13\r\n\r\n".encode())
+        s.sendall(handshake_request(good_headers(address)))
         if n % 2:  # a reset, not a FIN
             s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         s.close()
