@@ -133,9 +133,9 @@ def flask_run(app):
 
 
 # Every bench client comes from 127.0.0.1, where a real room's come from many addresses:
-# lift the limits limits.py shares among one address's connections (the per-connection
+# lift the limits safeguards/limits.py shares among one address's connections (the per-connection
 # limits in app.py stay), then start `flask run` as the command line would.
-OURS_RUN = ("import sys, limits; "
+OURS_RUN = ("import sys; from safeguards import limits; "
             "limits.CONNECTIONS_PER_ADDRESS = limits.MESSAGES_BURST = 10**9; "
             "limits.READ_BYTES_BURST = 10**12; "
             "from flask.cli import main; sys.argv[0] = 'flask'; main()")

@@ -67,3 +67,14 @@ def test_socketio_frames_are_judged_and_pings_answered():
 
     asyncio.run(scenario())
     assert answered == ["3"]
+
+
+def test_the_command_that_starts_ours_finds_the_modules_it_patches():
+    """It imported `limits` from the top level, which moved into safeguards/: the bench
+    could not start our chat at all, and no quick test noticed."""
+    import subprocess
+    import sys
+    preamble = bench.OURS_RUN.split("from flask.cli")[0]
+    result = subprocess.run([sys.executable, "-c", preamble], cwd=bench.PROJECT,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
