@@ -35,6 +35,10 @@ RATE_BURST = 20              # messages one connection may send at once...
 RATE_PER_SECOND = 5          # ...and on average after that: faster than anyone types
 # (and per address, whatever its number of connections: see safeguards/limits.py)
 OUTBOX_LIMIT = 2000          # frames waiting for one client; more means it is stuck
+# More messages than the room can fan out in time are refused, not queued: a message
+# that waited longer than this to be read, or whose sender has more frames waiting...
+BUSY_WAIT = 1                # seconds
+BUSY_BACKLOG = 100           # frames, a second's worth or less: see room_is_busy()
 SEND_TIMEOUT = 10            # seconds a socket may accept nothing before we give up on it
 SEND_BUFFER = 64 * 1024      # kernel bytes per client: plenty for chat, little to pin
 PING_INTERVAL = 25           # seconds; finds peers that vanished without saying goodbye
@@ -128,12 +132,21 @@ def receive_messages(ws, outbox):
         allowance = min(RATE_BURST, allowance + (arrival - last_check) * RATE_PER_SECOND)
         last_check = arrival
         try:
+            if room_is_busy(arrival, outbox):
+                raise ValueError("The room is busy; wait a moment, then send that again.")
             if allowance < 1 or not limits.take_message(request.remote_addr, arrival, ws):
                 raise ValueError("You are sending too fast; wait a moment.")
             allowance -= 1
             broadcast(parse_message(frame))
         except (ValueError, ConnectionError) as error:  # bad input, or Redis away
             queue_frame(ws, outbox, frames.text_frame(json.dumps({"error": str(error)})))
+
+
+def room_is_busy(arrival, outbox):
+    """Is the room sending more than it can? Every outbox gets the same frames, so the
+    sender's own shows how far behind the writers are; the wait since the message arrived
+    shows how far behind the handlers are."""
+    return time.monotonic() - arrival > BUSY_WAIT or outbox.qsize() > BUSY_BACKLOG
 
 
 def parse_message(frame):

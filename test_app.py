@@ -508,7 +508,7 @@ def test_frames_refuse_a_connection_that_was_offered_compression():
         frames.share_socket(ws)
 
 
-def read_strictly(s, enough, chunk=65536, pause=0):
+def read_strictly(s, enough, chunk=65536, pause=0, errors=None):
     """Read the server's stream as a client with wsproto, which checks every byte of it.
 
     Returns the text messages and pong payloads received, until enough(messages, pongs)
@@ -535,6 +535,8 @@ def read_strictly(s, enough, chunk=65536, pause=0):
                     data = json.loads(text)
                     if "message" in data:  # other kinds (an exercise's) are not ours
                         messages.append(data)
+                    elif "error" in data and errors is not None:
+                        errors.append(data["error"])
                     text = ""
             elif isinstance(event, Pong):
                 pongs.append(event.payload.decode())
@@ -574,6 +576,58 @@ def test_a_client_that_pauses_reading_gets_whole_frames_or_is_cut_off(server, mo
     assert receive(ada)["message"] == "the others carry on"
     ada.close()
     paused.close()
+
+
+def test_a_sender_the_writers_are_behind_on_is_told_the_room_is_busy(server, monkeypatch):
+    """Every outbox gets the same frames, so the sender's own shows how far behind the
+    writers are. Queued anyway, 300 senders' messages reached an observer 94 s late."""
+    monkeypatch.setattr(chat, "BUSY_BACKLOG", 20)
+    monkeypatch.setattr(chat, "SEND_TIMEOUT", 60)
+    monkeypatch.setattr(chat, "RATE_BURST", 1000)
+    behind, _ = raw_handshake(server, receive_buffer=4096)  # reads nothing for now
+    ada = connect(server)
+    wait_until(lambda: len(chat.clients) == 2)
+    count = 3 * chat.SEND_BUFFER // 1000 + 2 * chat.BUSY_BACKLOG
+    for n in range(count):  # random letters do not compress: they fill every buffer
+        say(ada, f"{n} " + base64.b64encode(os.urandom(740)).decode())
+        time.sleep(0.002)  # so that Ada's own writer keeps up; the other's cannot
+    assert [receive(ada)["message"].split()[0] for _ in range(count)] == [
+        str(n) for n in range(count)]
+    wait_until(lambda: max(o.qsize() for o in chat.clients.values()) > chat.BUSY_BACKLOG)
+    send_text_frame(behind, json.dumps({"name": "Bo", "message": "hello"}))
+    assert_nothing_arrives(ada, wait=0.5)  # refused, not queued for everyone
+    errors = []
+    read_strictly(behind, lambda messages, _: errors, errors=errors)
+    assert errors == ["The room is busy; wait a moment, then send that again."]
+    send_text_frame(behind, json.dumps({"name": "Bo", "message": "hello again"}))
+    assert receive(ada)["message"] == "hello again"  # caught up, it may send
+    ada.close()
+    behind.close()
+
+
+def test_a_message_that_waited_too_long_to_be_handled_is_refused(clients, monkeypatch):
+    """Handlers held up (by the GIL, under overload) must not broadcast what waited."""
+    ada, bob = clients
+    monkeypatch.setattr(chat, "BUSY_WAIT", 0.5)
+    original, calls = chat.broadcast, []
+
+    def slow_once(message):
+        calls.append(message)
+        if len(calls) == 1:
+            time.sleep(1)
+        original(message)
+
+    monkeypatch.setattr(chat, "broadcast", slow_once)
+    for text in ("first", "second", "third"):
+        say(ada, text)
+    assert receive(bob)["message"] == "first"
+    assert_nothing_arrives(bob)
+    replies = [receive(ada) for _ in range(3)]
+    assert replies[0]["message"] == "first"
+    assert [r.get("error") for r in replies[1:]] == [
+        "The room is busy; wait a moment, then send that again."] * 2
+    say(ada, "later")
+    assert receive(bob)["message"] == "later"
 
 
 def test_pongs_from_the_library_never_interleave_with_our_frames(server, monkeypatch):
