@@ -53,3 +53,14 @@ def test_a_client_that_reaches_the_chat_directly_can_name_any_address(server, mo
         for ws in opened:
             ws.close()
     assert len(opened) == limits.CONNECTIONS_PER_ADDRESS + 1  # one address would get 429
+
+
+def test_the_overload_bench_starts_the_server_as_the_deployment_docs_say():
+    """Its memory bound holds with the environment docs/deploying.md gives the server."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("overload", ROOT / "bench" / "overload.py")
+    overload = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(overload)
+    deploying = (ROOT / "docs" / "deploying.md").read_text(encoding="utf-8")
+    for name, value in overload.SERVER_ENVIRONMENT.items():
+        assert f"{name}={value}" in deploying
