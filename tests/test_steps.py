@@ -2,9 +2,9 @@
 break_it.py's demonstrations breaks the step before its fix and holds from the fix on.
 
 A checkpoint is the folder workshop/steps/NN-name/, and the last one is the project
-itself. A step's folder holds only the files that step changes; the others are as they
-were at the step before, which is what an attendee's own folder looks like at that point.
-From step 15 on, that includes safeguards/, the project's package, one module at a time.
+itself. A step's folder is complete, as an attendee's own folder is at that point: the
+files that step changes, and copies of the others as they were at the step before. From
+step 15 on, that includes safeguards/, the project's package, one module at a time.
 """
 import ast
 import contextlib
@@ -56,18 +56,49 @@ FIXED_BY = {
 }
 
 
+# What each step changes, as the table in workshop/steps/README.md says: every other file
+# in its folder is a copy of the step before's.
+CHANGES = {
+    "01-echo": {"app.py", "chat.html"},
+    "02-broadcast": {"app.py"},
+    "03-leave": {"app.py"},
+    "04-lock": {"app.py"},
+    "05-writer": {"app.py"},
+    "06-history": {"app.py"},
+    "07-validate": {"app.py"},
+    "08-rate-limit": {"app.py"},
+    "09-stuck": {"app.py"},
+    "10-ping": {"app.py"},
+    "11-log": {"app.py"},
+    "12-origin": {"app.py"},
+    "13-page": {"chat.html"},
+    "14-speed": {"app.py"},
+    "15-whole-frames": {"app.py", "safeguards/__init__.py", "safeguards/frames.py"},
+    "16-guards": {"app.py", "safeguards/settings.py", "safeguards/guards.py",
+                  "safeguards/limits.py"},
+    "17-reader": {"app.py", "safeguards/reader.py", "safeguards/websocket.py"},
+    "18-limits": {"app.py", "safeguards/process.py"},
+    "19-text-rules": {"app.py", "safeguards/text_rules.py"},
+    "20-page": {"app.py", "chat.html", "safeguards/headers.py", "safeguards/selfcheck.py"},
+}
+
+
 def folder_of(step):
     return HERE if step == "final" else WORKSHOP / "steps" / step
 
 
 def files_at(step):
-    """Each file as it stands at that step: its newest version at or before it."""
-    chosen = {}
-    for name in STEPS[:STEPS.index(step) + 1]:
-        for file_name in FILES:
-            if (folder_of(name) / file_name).exists():
-                chosen[file_name] = folder_of(name) / file_name
-    return chosen
+    """The chat's files at that step (its folder is complete), by name."""
+    return {name: folder_of(step) / name for name in FILES
+            if (folder_of(step) / name).exists()}
+
+
+def kit_files(step):
+    """Every file of a step's folder that an attendee copies, by name."""
+    folder = folder_of(step)
+    return {path.relative_to(folder).as_posix(): path
+            for pattern in ("*.py", "*.html") for path in folder.rglob(pattern)
+            if "__pycache__" not in path.parts}
 
 
 def assemble(step, folder):
@@ -269,13 +300,27 @@ def test_the_steps_are_numbered_in_order_and_the_last_is_the_project():
     assert set(FIXED_BY.values()) <= set(STEPS)
 
 
-@pytest.mark.parametrize("step", STEPS)
-def test_each_step_changes_something(step):
-    earlier = files_at(STEPS[STEPS.index(step) - 1]) if step != STEPS[0] else {}
-    now = files_at(step)
-    changed = [name for name in now
-               if name not in earlier or earlier[name].read_text() != now[name].read_text()]
-    assert changed, f"{step} is the same as the step before it"
+def test_every_step_says_what_it_changes():
+    assert list(CHANGES) == STEPS[:-1]
+    assert all(CHANGES.values())
+
+
+@pytest.mark.parametrize("step", STEPS[:-1])
+def test_a_step_changes_what_it_says_and_copies_the_rest(step):
+    """A folder is complete: a file that its step does not change is the step before's,
+    byte for byte, so an attendee may copy a whole folder over theirs at any point."""
+    earlier = kit_files(STEPS[STEPS.index(step) - 1]) if step != STEPS[0] else {}
+    now = kit_files(step)
+    assert set(earlier) <= set(now), f"{step} lacks files of the step before it"
+    changed = {name for name, path in now.items()
+               if name not in earlier or earlier[name].read_bytes() != path.read_bytes()}
+    assert changed == CHANGES[step]
+
+
+def test_the_project_changes_the_last_step():
+    earlier, now = files_at(STEPS[-2]), files_at("final")
+    assert any(name not in earlier or earlier[name].read_text() != path.read_text()
+               for name, path in now.items())
 
 
 @pytest.mark.parametrize("step", STEPS[:-1])
@@ -283,9 +328,8 @@ def test_a_module_in_a_step_is_the_projects_own(step):
     """Attendees copy the modules rather than type them: each copy is the project's file,
     in safeguards/ as in the project."""
     folder = folder_of(step)
-    for path in folder.rglob("*.py"):
-        name = path.relative_to(folder).as_posix()
-        if name != "app.py":
+    for name, path in kit_files(step).items():
+        if name not in ("app.py", "chat.html", "test_app.py"):
             assert name.startswith("safeguards/"), f"{path}: the modules are in safeguards/"
             assert path.read_text() == (HERE / name).read_text(), path
 

@@ -1,0 +1,183 @@
+"""A multi-user chat: every message sent to /ws goes to everyone connected.
+
+Start it with `flask run`, then open http://127.0.0.1:5000 in two windows.
+"""
+import collections
+import json
+import logging
+import queue
+import socket
+import struct
+import sys
+import threading
+import time
+from urllib.parse import urlsplit
+
+from flask import Flask, abort, request, send_file
+from flask_sock import Sock
+
+HISTORY_SIZE = 10            # messages a newcomer is shown on arrival
+MAX_MESSAGE_CHARS = 1000     # a long paragraph; more is a paste that floods every screen
+MAX_NAME_CHARS = 32          # fits on one line beside the message
+MAX_FRAME_CHARS = 64 * 1024  # the library closes with 1009 before we read anything bigger
+RATE_BURST = 20              # messages one connection may send at once...
+RATE_PER_SECOND = 5          # ...and on average after that: faster than anyone types
+OUTBOX_LIMIT = 2000          # frames waiting for one client; more means it is stuck
+SEND_TIMEOUT = 10            # seconds a socket may accept nothing before we give up on it
+SEND_BUFFER = 64 * 1024      # kernel bytes per client: plenty for chat, little to pin
+PING_INTERVAL = 25           # seconds; finds peers that vanished without saying goodbye
+WAKE_INTERVAL = 25           # seconds; see receive_messages (each wake-up costs CPU)
+
+app = Flask(__name__)
+app.logger.setLevel(logging.INFO)
+app.config["SOCK_SERVER_OPTIONS"] = {
+    "ping_interval": PING_INTERVAL,
+    "max_message_size": MAX_FRAME_CHARS,
+}
+sock = Sock(app)
+
+# Many threads join, leave and broadcast at once, so one lock guards both.
+clients = {}  # each open websocket -> the queue of frames its writer sends
+history = collections.deque(maxlen=HISTORY_SIZE)  # the newest frames, oldest first
+clients_lock = threading.Lock()
+
+
+@app.get("/")
+def index():
+    return send_file("chat.html")
+
+
+@sock.route("/ws")
+def chat(ws):
+    tune_socket(ws.sock)
+    outbox = join(ws)
+    # The only thread that sends on this socket: two senders corrupt the stream.
+    writer = threading.Thread(target=write_frames, args=(ws, outbox))
+    writer.start()
+    try:
+        receive_messages(ws, outbox)
+    finally:
+        leave(ws)
+        outbox.put(None)
+        writer.join()  # flask-sock sends its close frame after we return
+
+
+def join(ws):
+    outbox = queue.SimpleQueue()  # the lightest thread-safe queue
+    with clients_lock:  # so no message slips between the history and live ones
+        for frame in history:
+            outbox.put(frame)
+        clients[ws] = outbox
+        count = len(clients)
+    app.logger.info("%s joined, %d connected", request.remote_addr, count)
+    return outbox
+
+
+def leave(ws):
+    with clients_lock:
+        del clients[ws]
+        count = len(clients)
+    app.logger.info("%s left, %d connected", request.remote_addr, count)
+
+
+def receive_messages(ws, outbox):
+    allowance, last_check = RATE_BURST, time.monotonic()
+    while True:
+        # simple-websocket can close (1009) without waking a receive() that has
+        # no timeout, so wake up now and then: it raises ConnectionClosed then.
+        frame = ws.receive(timeout=WAKE_INTERVAL)
+        if frame is None:
+            continue
+        now = time.monotonic()
+        allowance = min(RATE_BURST, allowance + (now - last_check) * RATE_PER_SECOND)
+        last_check = now
+        try:
+            if allowance < 1:
+                raise ValueError("You are sending too fast; wait a moment.")
+            allowance -= 1
+            broadcast(parse_message(frame))
+        except ValueError as error:  # bad input: tell the sender alone
+            queue_frame(ws, outbox, json.dumps({"error": str(error)}))
+
+
+def parse_message(frame):
+    """Return {"name", "message"} from a client's frame, or raise ValueError."""
+    if not isinstance(frame, str):
+        raise ValueError("Send text: binary frames are not accepted.")
+    example = 'Send JSON like {"name": "Ada", "message": "hello"}.'
+    try:
+        data = json.loads(frame)
+    except (ValueError, RecursionError):  # "[[[[..." nests too deep to parse
+        raise ValueError(f"That is not valid JSON. {example}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"That is not a JSON object. {example}")
+    name, message = data.get("name"), data.get("message")
+    if not isinstance(message, str):
+        raise ValueError('"message" must be a string.')
+    if not isinstance(name, (str, type(None))):
+        raise ValueError('"name" must be a string.')
+    name, message = (name or "").strip(), message.strip()
+    if not 1 <= len(message) <= MAX_MESSAGE_CHARS:
+        raise ValueError(f'"message" must be 1 to {MAX_MESSAGE_CHARS} characters.')
+    if len(name) > MAX_NAME_CHARS:
+        raise ValueError(f'"name" must be at most {MAX_NAME_CHARS} characters.')
+    try:  # a lone surrogate such as "\ud800" would break every client's writer
+        (name + message).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("That text contains invalid characters.") from None
+    return {"name": name or "anonymous", "message": message}
+
+
+def broadcast(message):
+    frame = json.dumps(message, ensure_ascii=False)
+    deliver(frame)
+
+
+def deliver(frame):
+    with clients_lock:  # one lock, so every client gets the frames in one order
+        history.append(frame)
+        for ws, outbox in clients.items():
+            queue_frame(ws, outbox, frame)
+
+
+def queue_frame(ws, outbox, frame):
+    """Hand a frame to the client's writer; never wait for the client itself."""
+    if outbox.qsize() >= OUTBOX_LIMIT:
+        hang_up(ws)  # this far behind, it is stuck: drop it, not everyone else
+    else:
+        outbox.put(frame)
+
+
+def write_frames(ws, outbox):
+    try:
+        for frame in iter(outbox.get, None):
+            ws.send(frame)
+    except Exception:  # closed, reset, closing, or SEND_TIMEOUT passed: it is over
+        hang_up(ws)
+
+
+def hang_up(ws):
+    """Cut the connection at the socket: it wakes every thread blocked on it."""
+    try:
+        ws.sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # already closed
+
+
+def tune_socket(sock):
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+    # Without a send timeout, send() to a peer that stopped reading never returns.
+    if sys.platform == "win32":
+        timeout = SEND_TIMEOUT * 1000  # milliseconds
+    else:
+        timeout = struct.pack("ll", SEND_TIMEOUT, 0)  # struct timeval
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeout)
+
+
+@app.before_request
+def refuse_other_sites():
+    """Another site's page must not open our socket with our users' cookies."""
+    origin = request.headers.get("Origin")
+    if request.path == "/ws" and origin is not None:
+        if urlsplit(origin).netloc.lower() != request.host.lower():
+            abort(403)
