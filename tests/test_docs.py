@@ -11,7 +11,8 @@ from safeguards import guards, limits
 from test_app import server  # noqa: F401
 
 ROOT = pathlib.Path(__file__).parent.parent  # the project
-PAGES = [ROOT / "README.md", ROOT / "TUTORIAL.md", *sorted((ROOT / "docs").glob("*.md"))]
+PAGES = [ROOT / "README.md", ROOT / "TUTORIAL.md", *sorted((ROOT / "docs").glob("*.md")),
+         *sorted((ROOT / "docs" / "tutorial").glob("*.md"))]
 LOOPBACK_OR_PRIVATE = re.compile(r"-b (127\.\d+\.\d+\.\d+|10\.\d+\.\d+\.\d+|192\.168\.\d+\.\d+)"
                                  r":\d+")
 

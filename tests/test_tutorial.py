@@ -1,11 +1,13 @@
-"""TUTORIAL.md may never drift from the code it teaches.
+"""The tutorial may never drift from the code it teaches.
 
-Every ```python, ```html and ```javascript block must appear verbatim, and in the
-same order, in the file it comes from: app.py for python, chat.html for html and
-javascript, unless the info string names another file (```python test_app.py).
-Blocks whose info string has a second word that is not a file name (```python naive)
-show code that is deliberately not in the project, and are skipped.
+It is in parts: TUTORIAL.md (Part 1, and the map of all parts), then docs/tutorial/part2.md
+and part3.md. Read in that order, every ```python, ```html and ```javascript block must
+appear verbatim, and in the same order, in the file it comes from: app.py for python,
+chat.html for html and javascript, unless the info string names another file
+(```python test_app.py). Blocks whose info string has a second word that is not a file
+name (```python naive) show code that is deliberately not in the project, and are skipped.
 """
+import os
 import pathlib
 import re
 
@@ -14,11 +16,13 @@ import pytest
 HERE = pathlib.Path(__file__).parent.parent  # the project
 DEFAULT_FILE = {"python": "app.py", "html": "chat.html", "javascript": "chat.html"}
 BLOCK = re.compile(r"^```(\w+)([^\n]*)\n(.*?)^```$", re.MULTILINE | re.DOTALL)
+# The parts in reading order: part2.md, part3.md, ... sort as they are read.
+PARTS = [HERE / "TUTORIAL.md", *sorted((HERE / "docs" / "tutorial").glob("part*.md"))]
 
 
 def synced_blocks():
     """(file name, code) for every block that must match a file, in tutorial order."""
-    text = (HERE / "TUTORIAL.md").read_text(encoding="utf-8")
+    text = "\n".join(part.read_text(encoding="utf-8") for part in PARTS)
     for match in BLOCK.finditer(text):
         language, words, code = match[1], match[2].split(), match[3]
         if language not in DEFAULT_FILE:
@@ -44,3 +48,19 @@ def test_every_block_appears_verbatim_and_in_order(name):
         found = source.find(code, position)
         assert found >= 0, f"not in {name} (or out of order):\n{code}"
         position = found + len(code)
+
+
+def test_the_tutorial_is_in_three_parts():
+    assert [part.name for part in PARTS] == ["TUTORIAL.md", "part2.md", "part3.md"]
+
+
+@pytest.mark.parametrize("part", PARTS, ids=lambda part: part.name)
+def test_each_part_opens_with_a_map_and_ends_with_what_was_learned(part):
+    text = part.read_text(encoding="utf-8")
+    opening = text.split("\n## ", 1)[0]  # before the first section
+    for other in PARTS:
+        if other != part:
+            link = os.path.relpath(other, part.parent).replace(os.sep, "/")
+            assert f"]({link})" in opening, f"{part.name}'s map lacks {link}"
+    sections = re.findall(r"^## (.*)$", text, re.MULTILINE)
+    assert sections[-1].startswith("What you learned"), sections[-1]
