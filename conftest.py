@@ -12,6 +12,11 @@ import pytest
 
 FULL = os.environ.get("FULL_TESTS") == "1"
 
+# Each checkpoint has an app.py and a test_app.py of its own, as an attendee's folder
+# does: collected here, twenty modules named app and test_app would clash in pytest's
+# module cache. tests/test_steps.py runs each step's tests in a process of its own.
+collect_ignore_glob = ["workshop/*"]
+
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: a long fault test, run with FULL_TESTS=1 (CI does)")

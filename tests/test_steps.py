@@ -314,7 +314,18 @@ def test_a_step_changes_what_it_says_and_copies_the_rest(step):
     assert set(earlier) <= set(now), f"{step} lacks files of the step before it"
     changed = {name for name, path in now.items()
                if name not in earlier or earlier[name].read_bytes() != path.read_bytes()}
-    assert changed == CHANGES[step]
+    assert changed == CHANGES[step] | {"test_app.py"}  # its tests grow with every step
+
+
+@pytest.mark.slow  # about 2 s a step: twenty pytest processes
+@pytest.mark.parametrize("step", STEPS[:-1])
+def test_a_steps_own_tests_pass_in_its_folder(step):
+    """A room that stops at any step has a green pytest for what it built: the step's
+    test_app.py, run in the folder as an attendee runs it, in a process of its own."""
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+                            cwd=folder_of(step), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert " passed" in result.stdout and "skipped" not in result.stdout, result.stdout[-500:]
 
 
 def test_the_project_changes_the_last_step():

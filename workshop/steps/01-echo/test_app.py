@@ -1,0 +1,69 @@
+"""The tests of step 01 of the workshop: what the chat does at this point.
+
+Run `pytest` in the folder that holds app.py. Each test starts the chat on a free port of
+127.0.0.1 and talks to it as the page does. A later step's tests are these plus its own.
+"""
+import threading
+import urllib.request
+
+import pytest
+import simple_websocket
+from werkzeug.serving import make_server
+
+import app as chat
+
+CHAT_APP = chat.app
+TIMEOUT = 5  # seconds any single wait may take before a test fails
+
+
+@pytest.fixture
+def server():
+    """Serve the chat with Werkzeug's threaded server, as `flask run` does."""
+    httpd = make_server("127.0.0.1", 0, CHAT_APP, threaded=True)
+    threading.Thread(target=httpd.serve_forever, args=(0.01,), daemon=True).start()
+    yield f"127.0.0.1:{httpd.server_port}"
+    httpd.shutdown()
+
+
+@pytest.fixture
+def connect(server):
+    """connect() opens a client to the chat; every one is closed when the test ends."""
+    opened = []
+
+    def connect_one():
+        ws = simple_websocket.Client.connect(f"ws://{server}/ws")
+        opened.append(ws)
+        return ws
+
+    yield connect_one
+    for ws in opened:
+        close(ws)
+
+
+def close(ws):
+    try:
+        ws.close()
+    except simple_websocket.ConnectionClosed:
+        pass  # the chat closed it already
+
+
+def receive(ws):
+    frame = ws.receive(timeout=TIMEOUT)
+    assert frame is not None, "no frame arrived in time"
+    return frame
+
+
+def page(server, headers=None):
+    request = urllib.request.Request(f"http://{server}/", headers=headers or {})
+    with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
+        return response.read().decode()
+
+
+def test_the_page_is_served(server):
+    assert 'id="message"' in page(server)
+
+
+def test_the_socket_sends_back_what_it_gets(connect):
+    ws = connect()
+    ws.send("hello")
+    assert receive(ws) == "hello"
