@@ -1,7 +1,10 @@
-"""Each workshop exercise's reference solution still applies to the project and passes
-its own test and everyone else's. workshop/exercises/README.md says how to remake a patch."""
+"""The workshop's exercises: each is offered at a step, its hint names only what exists
+there (or what its solution adds), and its solution applies to that step's checkpoint and
+passes the step's tests and its own. workshop/exercises/README.md says how to remake a
+patch."""
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -9,46 +12,132 @@ import sys
 import pytest
 
 HERE = pathlib.Path(__file__).parent.parent  # the project
-SOLUTIONS = sorted((HERE / "workshop" / "exercises").glob("*/solution.patch"))
-# What a copy of the project needs to run the learner's tests: the chat, its safeguards/
-# folder, and the tests, each at its own path (test_browser.py imports from test_app.py,
-# which conftest.py's folder, the copy's top, makes importable as in the project).
-PROJECT = ["app.py", "chat.html", "conftest.py", "test_app.py", "safeguards",
-           "tests/test_browser.py"]
-TESTS = ["test_app.py", "tests/test_browser.py"]
+EXERCISES = sorted(p for p in (HERE / "workshop" / "exercises").iterdir() if p.is_dir())
+STEPS = HERE / "workshop" / "steps"
+EXERCISE_COUNT = 6  # what the workshop's schedule and the tutorial offer
+# The files of a step a hint may point into.
+STEP_FILES = ("app.py", "chat.html", "test_app.py")
+# Seconds one exercise's tests may take in their own process: a few seconds each, and a
+# browser that starts slowly on a loaded CI machine.
+RUN_TIMEOUT = 300
 
 
-def test_there_are_solutions():
-    assert SOLUTIONS
+def step_of(exercise):
+    """The step named in the README's "**Step:** `NN-name`" line."""
+    found = re.search(r"^\*\*Step:\*\* `([^`]+)`", (exercise / "README.md").read_text(), re.M)
+    assert found, f"{exercise.name}/README.md names no step"
+    return found.group(1)
 
 
-def test_the_copy_has_what_the_project_imports():
-    """A module added to safeguards/ comes along; a test file named here exists."""
-    for name in PROJECT + TESTS:
-        assert (HERE / name).exists(), name
-    assert set(TESTS) <= set(PROJECT)
+def hint_of(exercise):
+    """The README's paragraph that starts with **Hint.**"""
+    found = re.search(r"^\*\*Hint\.\*\*(.*?)(?=\n\n)", (exercise / "README.md").read_text(),
+                      re.M | re.S)
+    assert found, f"{exercise.name}/README.md has no hint"
+    return found.group(1)
 
 
-def copy_project(folder):
-    for name in PROJECT:
-        source, target = HERE / name, folder / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if source.is_dir():
-            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy(source, target)
+def names_in(hint):
+    """Every name in the hint's code: `deliver`, `clients.values()`, `len(clients)`'s `len`,
+    `history.append`'s `history` and `append`; not what is in quotes or brackets."""
+    names = set()
+    for code in re.findall(r"`([^`]+)`", hint):
+        callee = re.match(r"([A-Za-z_][\w.]*)(\(.*\))?$", code.strip())
+        if callee:
+            names.update(callee.group(1).split("."))
+    return names
+
+
+def added_lines(patch):
+    return "\n".join(line for line in patch.read_text().splitlines()
+                     if line.startswith("+") and not line.startswith("+++"))
+
+
+def copy_step(step, folder):
+    shutil.copytree(STEPS / step, folder, ignore=shutil.ignore_patterns("__pycache__"))
+
+
+def git_apply(folder, patch, *options):
+    # So that git, in a folder below a repository, does not apply to that repository's
+    # paths instead; an attendee's folder is usually no repository either.
+    env = {**os.environ, "GIT_CEILING_DIRECTORIES": str(folder.parent)}
+    return subprocess.run(["git", "apply", "--verbose", *options, str(patch)], cwd=folder,
+                          env=env, capture_output=True, text=True, timeout=60)
+
+
+def run_tests(folder, *tests):
+    """pytest in its own process, in that folder, as an attendee runs it. REQUIRE_BROWSER
+    passes through: in CI a browser test then fails rather than skips."""
+    return subprocess.run([sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider",
+                           *tests], cwd=folder, capture_output=True, text=True,
+                          timeout=RUN_TIMEOUT)
+
+
+def test_there_are_six_exercises():
+    assert len(EXERCISES) == EXERCISE_COUNT, [p.name for p in EXERCISES]
+    for exercise in EXERCISES:
+        assert (exercise / "README.md").exists() and (exercise / "solution.patch").exists()
+
+
+@pytest.mark.parametrize("exercise", EXERCISES, ids=lambda p: p.name)
+def test_each_names_a_step_that_exists(exercise):
+    assert (STEPS / step_of(exercise) / "app.py").exists(), step_of(exercise)
+
+
+@pytest.mark.parametrize("exercise", EXERCISES, ids=lambda p: p.name)
+def test_each_solution_applies_to_its_step(exercise, tmp_path):
+    copy_step(step_of(exercise), tmp_path / "step")
+    applied = git_apply(tmp_path / "step", exercise / "solution.patch", "--check")
+    assert applied.returncode == 0, applied.stderr
+    assert "test_exercise.py" in applied.stderr  # it brings a test of its own
+
+
+@pytest.mark.parametrize("exercise", EXERCISES, ids=lambda p: p.name)
+def test_each_hint_names_only_what_exists_at_its_step(exercise):
+    """A hint may point to what the step's files hold, and name what the solution adds;
+    not something a later step brings (`frames.text_frame`, `queue_frame`, ...)."""
+    known = " ".join(STEP_FILES) + "\n" + added_lines(exercise / "solution.patch")
+    for name in STEP_FILES:
+        known += "\n" + (STEPS / step_of(exercise) / name).read_text()
+    names = names_in(hint_of(exercise))
+    assert names  # the hint's code was found
+    unknown = sorted(n for n in names if not re.search(rf"\b{re.escape(n)}\b", known))
+    assert not unknown, f"not at step {step_of(exercise)}: {unknown}"
+
+
+def test_a_later_steps_name_is_caught():
+    """The check above can fail: these exist from step 15 and 13 on, not at step 07."""
+    step_07 = "\n".join((STEPS / "07-validate" / name).read_text() for name in STEP_FILES)
+    names = names_in("queue `frames.text_frame(json.dumps(...))` with `queue_frame`; "
+                     "in `showMessage`")
+    assert {"frames", "text_frame", "queue_frame", "showMessage"} <= names
+    assert not any(re.search(rf"\b{name}\b", step_07)
+                   for name in ("text_frame", "queue_frame", "showMessage"))
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("patch", SOLUTIONS, ids=lambda p: p.parent.name)
-def test_the_solution_applies_and_every_test_passes(patch, tmp_path):
-    copy_project(tmp_path)
-    applied = subprocess.run(["git", "apply", "--verbose", str(patch)], cwd=tmp_path,
-                             capture_output=True, text=True)
-    assert applied.returncode == 0, f"{patch} no longer applies:\n{applied.stderr}"
-    # The learner's suite, without the long audits: an exercise changes the chat, not them.
-    env = {key: value for key, value in os.environ.items() if key != "FULL_TESTS"}
-    tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                            *TESTS],
-                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+@pytest.mark.parametrize("exercise", EXERCISES, ids=lambda p: p.name)
+def test_the_solution_passes_its_steps_tests_and_its_own(exercise, tmp_path):
+    folder = tmp_path / step_of(exercise)
+    copy_step(step_of(exercise), folder)
+    applied = git_apply(folder, exercise / "solution.patch")
+    assert applied.returncode == 0, f"it no longer applies:\n{applied.stderr}"
+    tests = run_tests(folder)
     assert tests.returncode == 0, tests.stdout[-3000:]
+    assert "test_exercise.py" in tests.stdout  # its own test ran (or, without a browser, skipped)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("exercise", EXERCISES, ids=lambda p: p.name)
+def test_its_own_test_fails_on_the_bare_step(exercise, tmp_path):
+    """The solution's test checks the exercise: without the solution, it fails. This is
+    also how an attendee takes the test alone, to try it on their own work."""
+    folder = tmp_path / step_of(exercise)
+    copy_step(step_of(exercise), folder)
+    applied = git_apply(folder, exercise / "solution.patch", "--include=test_exercise.py")
+    assert applied.returncode == 0, applied.stderr
+    assert (folder / "app.py").read_text() == (STEPS / step_of(exercise) / "app.py").read_text()
+    tests = run_tests(folder, "test_exercise.py")
+    if tests.returncode == 0 and " SKIPPED" in tests.stdout:
+        pytest.skip("its test needs a browser: see the exercise's README")
+    assert tests.returncode == 1, tests.stdout[-3000:]  # 1: some tests failed
