@@ -616,6 +616,36 @@ def test_break_it_says_when_no_chat_is_running():
     assert status == 2 and "Is the chat running?" in output
 
 
+def test_break_it_says_what_answered_when_it_is_not_the_chat():
+    """A web server that is not the chat (another app on the port, a wrong path) is
+    named with what it said, never asked whether the chat is running."""
+    import http.server
+    httpd = http.server.HTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    threading.Thread(target=httpd.serve_forever, args=(0.01,), daemon=True).start()
+    try:
+        status, output = break_it("vanish", f"ws://127.0.0.1:{httpd.server_port}/ws")
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert status == 2, output
+    assert "answered, but not with a websocket at /ws" in output and "--url" in output
+    assert "Is the chat running?" not in output
+
+
+@pytest.mark.slow
+def test_break_it_names_leftovers_from_an_earlier_run_and_what_to_do(tmp_path):
+    """At step 02 a client that left stays in the set, and whoever speaks next is cut
+    off. A demonstration run after another, without a restart, says so: the chat is
+    running, and the attendee is told to restart it."""
+    with served_in_a_process("02-broadcast", tmp_path) as url:
+        first, output = break_it("vanish", url)
+        assert first == 1 and "BROKE" in output, output
+        second, output = break_it("race", url)
+    assert second == 2, output
+    assert "earlier experiment" in output and "Restart the chat" in output
+    assert "Is the chat running?" not in output
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("demo", FIXED_BY)
 def test_each_demonstration_breaks_the_step_before_its_fix(demo, tmp_path):

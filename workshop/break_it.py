@@ -4,7 +4,9 @@
     python break_it.py stall         # in another; --help lists the others; or all
 
 Each demonstration prints one sentence: what went wrong, or that the chat held. The exit
-status says which: 0 held, 1 broke, 2 could not even start (is the chat running?).
+status says which: 0 held, 1 broke, 2 could not even start: nothing answered at --url as
+a chat does, or the chat trips over leftovers of an earlier experiment (the sentence says
+which, and what to do).
 It needs nothing beyond requirements.txt: simple-websocket's client, wsproto's frames,
 plain sockets and urllib.
 """
@@ -21,7 +23,9 @@ import struct
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
+from http import HTTPStatus
 from urllib.parse import urlsplit, urlunsplit
 
 import simple_websocket
@@ -100,18 +104,92 @@ def main():
     everything_held = True
     for name in names:
         try:
-            held, sentence = DEMOS[name](args.url)
-        except simple_websocket.ConnectionClosed:
+            newcomer = first_to_speak(args.url)
+            if newcomer is None:
+                print(f"{name}: {LEFTOVERS}")
+                sys.exit(2)
+            try:
+                held, sentence = DEMOS[name](args.url)
+            finally:
+                # Only now: at step 02 a client that leaves stays in the set for good.
+                close_all([newcomer])
+        except Misbehaved as finding:  # it let our clients in, then failed them
+            held, sentence = False, f"the chat answered, but {finding}"
+        except simple_websocket.ConnectionClosed as error:
             held, sentence = False, (
-                "the chat cut off one of our clients as soon as it spoke, before the "
-                "demonstration began: it still trips over clients from an earlier run "
-                "(restart it, or save app.py under flask run --debug, and try again)")
-        except OSError as error:
-            print(f"{name}: could not talk to {args.url} ({error}). Is the chat running?")
+                "the chat cut off one of our clients in the middle of the demonstration "
+                f"(close code {error.reason}{': ' + error.message if error.message else ''})")
+        except (OSError, simple_websocket.ConnectionError) as error:
+            print(f"{name}: {why_no_chat(args.url, error)}")
             sys.exit(2)
         print(f"{name}: {'HELD' if held else 'BROKE'}: {sentence}")
         everything_held = everything_held and held
     sys.exit(0 if everything_held else 1)
+
+
+LEFTOVERS = (
+    "could not start: the chat cut off our first client as soon as it spoke, before the "
+    "demonstration began. It still holds connections from an earlier experiment that "
+    "ended without a goodbye (a closed tab or console, or an earlier demonstration), and "
+    "trips over them. Restart the chat (Ctrl+C, then flask run again; or save app.py "
+    "under flask run --debug) and run this again")
+
+
+def first_to_speak(url):
+    """A client that spoke and was heard; None if the chat cut it off for speaking. A chat
+    that trips over connections left from an earlier experiment cuts off whoever speaks
+    first (step 02), and a demonstration would then say nothing true about the
+    step itself. The caller closes it when the demonstration is over."""
+    ws = open_client(url)
+    probe = f"{new_tag()} is anyone there?"
+    try:
+        say(ws, probe)
+        collect(ws, probe, until=probe)  # its own message comes back to it
+        time.sleep(0.2)  # a handler that tripped closes the connection within a moment
+    except simple_websocket.ConnectionClosed:
+        pass
+    if ws.connected:
+        return ws
+    close_all([ws])
+    return None
+
+
+class Misbehaved(Exception):
+    """The chat let our clients in, then failed them before a demonstration could begin:
+    that is a finding too. Its words finish the sentence "the chat answered, but ..."."""
+
+
+def why_no_chat(url, error):
+    """Why nothing we could talk to answered at url, in a sentence, from the error that
+    stopped us: nothing listens there, or something that is not a websocket answers."""
+    address = urlsplit(url).netloc
+    reason = error.reason if isinstance(error, urllib.error.URLError) else error
+    if isinstance(reason, ConnectionRefusedError):
+        return (f"nothing listens at {address}. Is the chat running? (flask run prints "
+                "the address it listens at; for another one, give --url, as in "
+                "--url ws://127.0.0.1:5001/ws)")
+    if isinstance(reason, socket.gaierror):
+        return f"could not find the host in {url} ({reason})"
+    if isinstance(error, simple_websocket.ConnectionError):
+        return what_answered(url)
+    return f"could not talk to {url} ({error})"
+
+
+def what_answered(url):
+    """Something at url answered an upgrade to a websocket with something else: what."""
+    try:
+        s, status, answer = raw_handshake(url)  # once more, to read the answer in words
+    except OSError as error:
+        return f"could not talk to {url} ({error})"
+    s.close()
+    parts = urlsplit(url)
+    if status == 101:
+        return (f"{parts.netloc} refused one of our websockets at {parts.path}, then "
+                "accepted the next: try again in a moment")
+    words = answer if answer and "<" not in answer else HTTPStatus(status).phrase
+    return (f"{parts.netloc} answered, but not with a websocket at {parts.path}: "
+            f"{status} {words}. If the chat listens at another port or path, give "
+            "--url, as in --url ws://127.0.0.1:5001/ws")
 
 
 # The demonstrations. Each returns (held, a sentence a beginner understands).
@@ -279,7 +357,7 @@ def vanish(url):
         raw_say(ghosts[-1], call)
         if not (all(raw_heard(s, call, wait=WAIT) for s in ghosts)
                 and all(call in texts(collect(ws, tag, until=call)) for ws in room)):
-            raise OSError("the vanishing clients never joined the room")
+            raise Misbehaved("the clients that were to vanish never joined the room")
     for ghost in ghosts:
         ghost.close()  # no close frame: a killed browser, a crashed phone app
     time.sleep(1)  # the server notices a closed socket within a moment
@@ -438,7 +516,9 @@ def pause(url):
     senders = [open_client(url) for _ in range(PAUSE_SENDERS)]
     sent = send_together({ws: [chat_line(tag, s * 20 + n, size=900) for n in range(20)]
                           for s, ws in enumerate(senders)})
-    collect(room[1], tag, until_quiet=True, wait=WAIT * 2)  # the others have them all
+    # What the others got is what the room took: a busy or rate-limited chat refuses
+    # some, in words to their senders, and that is no fault of the paused client's.
+    taken = len(texts(collect(room[1], tag, until_quiet=True, wait=WAIT * 2)))
     filled = time.monotonic() - QUIET
     # Read again once that send gave up (after the chat's send timeout), but before the
     # next one does: PAUSE s, or longer if the chat was slow to send.
@@ -448,7 +528,7 @@ def pause(url):
     # seconds to notice that the client reads again (TCP's zero-window probes back off).
     rest, hung_up, got, broken, cut = b"", False, 0, None, None
     deadline = time.monotonic() + WAIT * 4
-    while not (got == sent or hung_up or broken or cut) and time.monotonic() < deadline:
+    while not (got >= taken or hung_up or broken or cut) and time.monotonic() < deadline:
         more, hung_up = raw_read(paused, wait=deadline - time.monotonic())
         rest += more
         messages, broken = whole_messages(received + rest)
@@ -464,10 +544,12 @@ def pause(url):
             'drops the connection: "Invalid frame header")')
     if broken:
         return False, f"{said}, then garbage: {broken}"
-    if got < sent and not hung_up:
-        return False, f"{said} of the {sent} sent meanwhile, and no more in {WAIT * 4} s"
+    of_them = f"of the {taken} the room took meanwhile" + (
+        f" ({sent - taken} of {sent} were refused to their senders)" if taken < sent else "")
+    if got < taken and not hung_up:
+        return False, f"{said} {of_them}, and no more in {WAIT * 4} s"
     ending = ", then was hung up on" if hung_up else ""
-    return True, f"{said} of the {sent} sent meanwhile, every frame whole{ending}"
+    return True, f"{said} {of_them}, every frame whole{ending}"
 
 
 def oversize(url):
@@ -541,7 +623,7 @@ def gather(url, count, tag):
         call = f"{tag} roll call {n}"
         say(room[-1], call)  # its own handler sends it: the server has it in the room
         if not all(call in texts(collect(ws, tag, until=call)) for ws in room):
-            raise OSError("the clients connected but never heard each other")
+            raise Misbehaved("our clients connected and never heard each other")
     return room
 
 
@@ -832,7 +914,7 @@ def wait_for_raw_roll_call(speaker, raw_sockets, tag):
             received[n] += raw_read(s, until=call, wait=1)[0]
         if all(call in data for data in received):
             return received
-    raise OSError("the raw clients never joined the room")
+    raise Misbehaved("our plain-socket clients never joined the room")
 
 
 def raw_say(s, message, name="break_it"):
