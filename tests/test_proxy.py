@@ -37,7 +37,7 @@ http {{
         listen 127.0.0.1:{port};
         client_header_timeout {timeout}s;
         client_body_timeout {timeout}s;
-        limit_conn per_address 20;
+        limit_conn per_address 64;
         location / {{
             proxy_pass http://{chat};
             proxy_set_header Host $http_host;
@@ -136,5 +136,5 @@ def test_the_readme_shows_the_timeouts_this_test_relies_on():
     page = os.path.join(os.path.dirname(os.path.dirname(__file__)), "docs", "deploying.md")
     readme = open(page, encoding="utf-8").read()
     for line in ("client_header_timeout 10s;", "client_body_timeout 10s;",
-                 "limit_conn per_address 20;"):
+                 "limit_conn per_address 64;"):
         assert line in readme  # the test's config is docs/deploying.md's, timeout shortened

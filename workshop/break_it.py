@@ -384,7 +384,7 @@ CROWD = 128  # connections from one address: twice what the finished chat lets i
 
 
 def crowd(url):
-    """one address opens 40 connections: can one script fill the room?"""
+    """one address opens 128 connections: can one script fill the room?"""
     tag = new_tag()
     room = gather(url, 3, tag)
     admitted, refusals = [], []
