@@ -72,8 +72,8 @@ def refuse_in_words(reason):
     if ws is not None:
         try:
             ws.close(TRY_AGAIN_LATER, reason)
-        except OSError:
-            pass  # gone already
+        except (ConnectionClosed, OSError):
+            pass  # closed first by the client (the library has answered it), or gone
     return nothing_more()
 
 

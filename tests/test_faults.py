@@ -693,3 +693,17 @@ def test_overload_is_refused_in_words_and_memory_stays_bounded():
         capture_output=True, text=True, timeout=300)
     print(run.stdout)  # pytest shows it if the test fails
     assert "MISSED" not in run.stdout and run.returncode == 0, run.stderr[-3000:]
+
+
+def test_a_refusal_to_a_client_that_closed_first_is_no_error(monkeypatch):
+    """A refusal in words (1013) may find the client gone: the library's close() then
+    raises ConnectionClosed. Under gunicorn that became a 500 written to a closed socket,
+    and two tracebacks (CI saw it when the thread cap refused a burst of short visits)."""
+    class ClosedFirst:
+        def close(self, code=None, reason=None):
+            raise simple_websocket.ConnectionClosed(1005)
+
+    monkeypatch.setattr(websocket, "accept", lambda **options: ClosedFirst())
+    with CHAT_APP.test_request_context(environ_base={"gunicorn.socket": object()}):
+        response = websocket.refuse_in_words("The chat is full; try again later.")
+    assert isinstance(response, websocket.GunicornDone)
