@@ -712,6 +712,8 @@ def print_targets(results):
     ratio("burst deliveries/s", gevent, least=1.0, name="Flask-SocketIO gevent")
     ratio("burst CPU µs/delivery", relay, most=1.0)
     ratio("chat-rate latency p99", relay, most=1.5)
+    ratio("chat-rate latency p99", gevent, most=1.0, name="Flask-SocketIO gevent")
+    ratio("chat-rate CPU µs/delivery", relay, most=1.0)
     biggest = max(ours.get("sweep", {}) or [0], key=lambda k: k if isinstance(k, int) else 0)
     if biggest:
         step = ours["sweep"][biggest]
@@ -724,6 +726,12 @@ def print_targets(results):
                 f"{abs(step['slowest'] - 1) * 1000:,.0f} ms "
                 + ("to spare" if step["slowest"] < 1 else "over"))
             theirs = relay.get("sweep", {}).get(biggest, {})
+            if theirs.get("slowest") and "failed" not in theirs:
+                value = step["slowest"] / theirs["slowest"]
+                row(f"{biggest:,} idle clients: slowest delivery <= 1x the relay",
+                    f"{value:.2f}x ({step['slowest'] * 1000:,.0f} vs "
+                    f"{theirs['slowest'] * 1000:,.0f} ms)",
+                    value <= 1, margin(value, 1, False))
             if "rss" in theirs:
                 value = step["rss"] / theirs["rss"]
                 row(f"{biggest:,} idle clients: RSS <= 1.5x the relay",
