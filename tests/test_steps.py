@@ -674,3 +674,18 @@ def test_every_demonstration_holds_against_the_finished_chat(demo, tmp_path):
     with served_in_a_process("final", tmp_path) as url:
         status, output = break_it(demo, url)
     assert status == 0 and "HELD" in output, output
+
+
+def collected(step):
+    """How many tests pytest collects in a step's folder, as an attendee runs it."""
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "--collect-only",
+                             "-p", "no:cacheprovider"], cwd=folder_of(step),
+                            capture_output=True, text=True, timeout=60)
+    return int(result.stdout.strip().splitlines()[-1].split()[0])
+
+
+def test_part_1_says_how_many_tests_steps_07_and_08_have():
+    """Part 1 has the attendee copy these two steps' tests and tells them what to expect."""
+    text = " ".join((HERE / "TUTORIAL.md").read_text(encoding="utf-8").split())
+    assert f"as the page does: {collected('07-validate')} tests, all passing" in text
+    assert f"that step's `test_app.py` the same way ({collected('08-rate-limit')} tests)" in text
