@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import pathlib
+import queue
 import socket
 import struct
 import sys
@@ -16,7 +17,6 @@ import threading
 import time
 
 from flask import Blueprint, Flask, current_app, request
-from simple_websocket import ConnectionClosed
 
 try:  # what works around the libraries, or guards the door: the folder beside this file
     from safeguards import (frames, headers, limits, process, redis_bridge, selfcheck,
@@ -39,10 +39,6 @@ OUTBOX_LIMIT = 2000          # frames waiting for one client; more means it is s
 # that waited longer than this to be read, or whose sender has more frames waiting...
 BUSY_WAIT = 1                # seconds
 BUSY_BACKLOG = 100           # frames, a second's worth or less: see room_is_busy()
-# ...or that waited, once read, longer than this for the room's lock (see deliver()):
-# waits of 1.3 s were measured with a class of 50 beside a script sending flat out.
-BROADCAST_WAIT = 3           # seconds from arriving to being broadcast, at most
-ROOM_BUSY = "The room is busy; wait a moment, then send that again."
 SEND_TIMEOUT = 10            # seconds a socket may accept nothing before we give up on it
 SEND_BUFFER = 64 * 1024      # kernel bytes per client: plenty for chat, little to pin
 PING_INTERVAL = 25           # seconds; finds peers that vanished without saying goodbye
@@ -58,8 +54,8 @@ SOCKET_OPTIONS = {  # simple-websocket's, for the chat's websocket alone
 # The chat, ready to be registered on any Flask app: create_app() below, or yours.
 bp = Blueprint("chat", __name__)
 
-# Many threads join, leave, broadcast and write at once, so one lock guards all three.
-clients = {}  # each open websocket -> its outbox: the frames its socket has yet to take
+# Many threads join, leave and broadcast at once, so one lock guards both.
+clients = {}  # each open websocket -> the queue of frames its writer sends
 history = collections.deque(maxlen=HISTORY_SIZE)  # the newest frames, oldest first
 clients_lock = threading.Lock()
 
@@ -91,17 +87,30 @@ def index():
 def chat(ws):
     tune_socket(ws.sock)
     outbox = join(ws)
+    # The only thread that sends on this socket: two senders corrupt the stream.
+    writer = threading.Thread(target=write_frames, args=(ws, outbox), daemon=True)
     try:
+        writer.start()  # inside the try: if it cannot start, we still leave
         receive_messages(ws, outbox)
+    except RuntimeError:
+        if writer.ident is not None:
+            raise
+        # "can't start new thread": out of memory or of threads. Try Again Later (1013)
+        current_app.logger.warning("%s refused: no thread to spare", request.remote_addr)
+        ws.close(1013, "The server is busy; try again later.")
     finally:
         leave(ws)
+        outbox.put(None)
+        if writer.ident is not None:
+            writer.join()  # the close frame is sent after we return
 
 
 def join(ws):
-    outbox = []
+    outbox = queue.SimpleQueue()  # the lightest thread-safe queue
     with clients_lock:  # so no message slips between the history and live ones
+        for frame in history:
+            outbox.put(frame)
         clients[ws] = outbox
-        queue_frames(ws, outbox, list(history))
         count = len(clients)
     current_app.logger.info("%s joined, %d connected", request.remote_addr, count)
     return outbox
@@ -117,62 +126,27 @@ def leave(ws):
 def receive_messages(ws, outbox):
     allowance, last_check = RATE_BURST, time.monotonic()
     while True:
-        accepted, first_arrival = [], None  # broadcast together: in one write to each
-        for frame, arrival in messages_arrived(ws):
-            # Limited by when it sent, not by when we got round to its messages.
-            allowance = min(RATE_BURST, allowance + (arrival - last_check) * RATE_PER_SECOND)
-            last_check = arrival
-            try:
-                if room_is_busy(arrival, outbox):
-                    raise ValueError(ROOM_BUSY)
-                if allowance < 1 or not limits.take_message(request.remote_addr, arrival, ws):
-                    raise ValueError("You are sending too fast; wait a moment.")
-                allowance -= 1
-                accepted.append(parse_message(frame))
-                first_arrival = first_arrival or arrival
-            except ValueError as error:  # bad input
-                broadcast_or_reply(ws, outbox, accepted, first_arrival)  # those before it first
-                accepted, first_arrival = [], None
-                reply(ws, outbox, error)
-        broadcast_or_reply(ws, outbox, accepted, first_arrival)
-
-
-def broadcast_or_reply(ws, outbox, messages, first_arrival):
-    if not REDIS_URL:
+        frame = ws.receive()  # raises ConnectionClosed when the connection ends
+        # Limited by when it sent, not by when we got round to its messages.
+        arrival = websocket.arrival_time(ws)
+        allowance = min(RATE_BURST, allowance + (arrival - last_check) * RATE_PER_SECOND)
+        last_check = arrival
         try:
-            broadcast(messages, first_arrival)  # all in one write to each client
-        except ValueError as error:  # they waited too long for the room: all refused
-            reply(ws, outbox, *[error] * len(messages))
-        return
-    for message in messages:  # through Redis one by one: each it did not take is answered
-        try:
-            broadcast([message])
-        except ConnectionError as error:  # Redis away
-            reply(ws, outbox, error)
-
-
-def messages_arrived(ws):
-    """The next message, and any that arrived with it, each with when it arrived."""
-    arrived = [(ws.receive(), websocket.arrival_time(ws))]  # raises ConnectionClosed...
-    try:
-        while (frame := ws.receive(timeout=0)) is not None:
-            arrived.append((frame, websocket.arrival_time(ws)))
-    except ConnectionClosed:
-        pass  # ...when the connection ends: these first, and the next receive() raises it
-    return arrived
-
-
-def reply(ws, outbox, *errors):
-    batch = [frames.text_frame(json.dumps({"error": str(error)})) for error in errors]
-    with clients_lock:
-        queue_frames(ws, outbox, batch)
+            if room_is_busy(arrival, outbox):
+                raise ValueError("The room is busy; wait a moment, then send that again.")
+            if allowance < 1 or not limits.take_message(request.remote_addr, arrival, ws):
+                raise ValueError("You are sending too fast; wait a moment.")
+            allowance -= 1
+            broadcast(parse_message(frame))
+        except (ValueError, ConnectionError) as error:  # bad input, or Redis away
+            queue_frame(ws, outbox, frames.text_frame(json.dumps({"error": str(error)})))
 
 
 def room_is_busy(arrival, outbox):
-    """Is the room sending more than it can? The wait since the message arrived shows
-    how far behind the handlers are; the sender's outbox, whether it reads what it is
-    sent. deliver() checks the wait again, once it holds the room's lock."""
-    return time.monotonic() - arrival > BUSY_WAIT or len(outbox) > BUSY_BACKLOG
+    """Is the room sending more than it can? Every outbox gets the same frames, so the
+    sender's own shows how far behind the writers are; the wait since the message arrived
+    shows how far behind the handlers are."""
+    return time.monotonic() - arrival > BUSY_WAIT or outbox.qsize() > BUSY_BACKLOG
 
 
 def parse_message(frame):
@@ -209,76 +183,48 @@ def parse_message(frame):
     return {"name": name or "anonymous", "message": message}
 
 
-def broadcast(messages, first_arrival=None):
-    texts = [json.dumps(message, ensure_ascii=False) for message in messages]
-    if REDIS_URL:  # Redis hands each to every process's deliver(), this one's included
-        for text in texts:
-            redis_bridge.publish(text)
-    elif texts:
-        deliver(*texts, first_arrival=first_arrival)
+def broadcast(message):
+    frame = json.dumps(message, ensure_ascii=False)
+    if REDIS_URL:  # Redis hands it to every process's deliver(), this one's included
+        redis_bridge.publish(frame)
+    else:
+        deliver(frame)
 
 
-def deliver(*texts, first_arrival=None):
-    """Send the texts to everyone. Given when the first of them arrived (a handler here
-    does; Redis's relay does not), refuse them all if they waited too long for the lock."""
+def deliver(text):
     # Servers do not mask their frames, so one frame's bytes suit every client.
-    batch = [frames.text_frame(text) for text in texts]
+    frame = frames.text_frame(text)
     with clients_lock:  # one lock, so every client gets the frames in one order
-        # Checked again here: handlers queue for this lock, and may wait long for it.
-        if first_arrival is not None and time.monotonic() - first_arrival > BROADCAST_WAIT:
-            raise ValueError(ROOM_BUSY)
-        history.extend(batch)
+        history.append(frame)
         for ws, outbox in clients.items():
-            queue_frames(ws, outbox, batch)
+            queue_frame(ws, outbox, frame)
 
 
-def queue_frames(ws, outbox, batch):
-    """Send frames to one client, never waiting for it: now, if nothing waits before them
-    and its socket takes them at once; else in turn, by its writer. Hold clients_lock."""
-    if not outbox and frames.send_now(ws, batch):
-        return
-    if len(outbox) + len(batch) > OUTBOX_LIMIT:
+def queue_frame(ws, outbox, frame):
+    """Hand a frame to the client's writer; never wait for the client itself."""
+    if outbox.qsize() >= OUTBOX_LIMIT:
         hang_up(ws)  # this far behind, it is stuck: drop it, not everyone else
-        return
-    if not outbox:  # it has just fallen behind: a writer catches it up
-        start_writer(ws, outbox)  # it waits for clients_lock, so for these frames
-    outbox.extend(batch)
-
-
-def start_writer(ws, outbox):
-    writer = threading.Thread(target=write_frames, args=(ws, outbox), daemon=True)
-    try:
-        writer.start()
-    except RuntimeError:  # "can't start new thread": out of memory or of threads
-        hang_up(ws)  # better one client cut off than a broadcast failed for all
+    else:
+        outbox.put(frame)
 
 
 def write_frames(ws, outbox):
-    """A client's writer, while it is behind: it sends what waits in its outbox, in one
-    write at a time, and ends when nothing does. It is the only thread that writes to
-    the client meanwhile: the frames it sends stay in the outbox until written, so
-    queue_frames() sees them there and queues what comes next behind them."""
     try:
-        written = 0
-        while True:
-            with clients_lock:
-                del outbox[:written]
-                waiting = frames_waiting(outbox)
-            if not waiting:
-                return  # caught up: the next frame may go at once
-            if not frames.send_whole(ws, waiting):
+        for frame in iter(outbox.get, None):
+            if not frames.send_whole(ws, [frame, *frames_waiting(outbox)]):
                 return  # the connection is closing: the library says goodbye
-            written = len(waiting)
     except Exception:  # reset, SEND_TIMEOUT passed, or anything else: it is over
         hang_up(ws)
 
 
 def frames_waiting(outbox):
-    """The oldest frames in the outbox, to send them all in one write..."""
+    """The frames queued behind the one taken, to send them all in one write."""
     waiting, size = [], 0
-    # ...up to what the kernel holds for the client: a bigger write would only wait there.
-    for frame in outbox:
-        if size >= SEND_BUFFER:
+    # Up to what the kernel holds for the client: a bigger write would only wait there.
+    while size < SEND_BUFFER and not outbox.empty():  # we are its only reader
+        frame = outbox.get()
+        if frame is None:  # the connection is over: leave the end for the loop
+            outbox.put(None)
             break
         waiting.append(frame)
         size += len(frame)

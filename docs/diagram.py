@@ -1,4 +1,4 @@
-"""Draw docs/threads.png: the chat's connections, threads, outboxes and lock, as app.py
+"""Draw docs/threads.png: the chat's connections, threads, queues and lock, as app.py
 runs them. Two connections are drawn in full; every other one is the same.
 
 Run it from the project's folder, with matplotlib installed (pip install matplotlib):
@@ -17,24 +17,22 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch  # noqa: E402
 
 OUTPUT = pathlib.Path(__file__).resolve().parent / "threads.png"
-WIDTH, HEIGHT = 100, 67  # the drawing's own units; the figure keeps their proportions
-INCHES = (16, 10.72)
+WIDTH, HEIGHT = 100, 63  # the drawing's own units; the figure keeps their proportions
+INCHES = (16, 10.08)
 DPI = 100
 FONT = 10.5
-ROW = 31  # drawing units from one connection's row to the next
+ROW = 29  # drawing units from one connection's row to the next
 LABEL_GAP = 2  # pixels a label keeps from every box, label and arrow
 ARROW_SAMPLES = 200  # points checked along each arrow: closer than a label is tall
 
 # One colour per kind of thing, light enough for black text on it.
-BROWSER, SOCKET, THREAD = "#dbe9f6", "#e8e8e8", "#fde7c8"
-QUEUE, SHARED = "#d9f0d3", "#f3e0f0"
+BROWSER, SOCKET, THREAD, QUEUE, SHARED = "#dbe9f6", "#e8e8e8", "#fde7c8", "#d9f0d3", "#f3e0f0"
 LOCK, ERROR, DELIVERY = "#7a1f6e", "#a33333", "#2c6e2c"
 
 
-def box(ax, x, y, w, h, text, colour, weight="normal", dashed=False):
+def box(ax, x, y, w, h, text, colour, weight="normal"):
     patch = FancyBboxPatch((x, y), w, h, boxstyle="round,pad=0.3", facecolor=colour,
-                           edgecolor="#444444", linewidth=1.6 if dashed else 1.2,
-                           linestyle="--" if dashed else "-")
+                           edgecolor="#444444", linewidth=1.2)
     ax.add_patch(patch)
     words = ax.text(x + w / 2, y + h / 2, text, ha="center", va="center", fontsize=FONT,
                     fontweight=weight, linespacing=1.35)
@@ -42,20 +40,10 @@ def box(ax, x, y, w, h, text, colour, weight="normal", dashed=False):
 
 
 def arrow(ax, start, end, colour="#222222", dashed=False):
-    return path(ax, [start, end], colour, dashed)[0]
-
-
-def path(ax, points, colour="#222222", dashed=False):
-    """An arrow through the points, straight from each to the next, its head at the last.
-    Returns its straight pieces, each as (start, end)."""
-    pieces = list(zip(points, points[1:]))
-    for n, (start, end) in enumerate(pieces):
-        last = n == len(pieces) - 1
-        ax.add_patch(FancyArrowPatch(start, end, arrowstyle="-|>" if last else "-",
-                                     mutation_scale=16, color=colour, linewidth=1.6,
-                                     linestyle="--" if dashed else "-",
-                                     shrinkA=0 if n else 2, shrinkB=2 if last else 0))
-    return pieces
+    ax.add_patch(FancyArrowPatch(start, end, arrowstyle="-|>", mutation_scale=16,
+                                 color=colour, linewidth=1.6,
+                                 linestyle="--" if dashed else "-"))
+    return start, end
 
 
 def label(ax, x, y, text, colour="#222222", ha="center", va="bottom"):
@@ -64,68 +52,57 @@ def label(ax, x, y, text, colour="#222222", ha="center", va="bottom"):
 
 
 def connection(ax, bottom, person):
-    """One browser's connection: its socket, its two threads, the writer it has while it
-    is behind, and its outbox. Returns its boxes, arrows and labels, where its broadcast()
-    arrow leaves and where the frames delivered to it run to its socket."""
-    lane = bottom + 0.8  # what queue_frames() sends at once runs along here to the socket
+    """One browser's connection: its socket, its three threads and its outbox. Returns
+    its boxes, arrows and labels, where its broadcast() arrow leaves and where deliveries
+    to it arrive."""
     boxes = [
-        box(ax, 0.5, bottom + 6, 11.5, 15,
-            f"{person}'s\nbrowser\n\nnew WebSocket\n(\"…/ws\")", BROWSER, weight="bold"),
-        box(ax, 16, bottom, 6, 27, "socket\n(TCP)\n\none per\nbrowser", SOCKET),
-        box(ax, 28.5, bottom + 23, 26, 3.8,
+        box(ax, 0.5, bottom + 5, 11.5, 15, f"{person}'s\nbrowser\n\nnew WebSocket\n(\"…/ws\")",
+            BROWSER, weight="bold"),
+        box(ax, 16, bottom + 1, 6, 23, "socket\n(TCP)\n\none per\nbrowser", SOCKET),
+        box(ax, 28.5, bottom + 19.5, 26, 4.5,
             "reader thread: simple-websocket's\nreads frames, answers pings", THREAD),
-        box(ax, 28.5, bottom + 12, 26, 7.8,
+        box(ax, 28.5, bottom + 9.5, 26, 6.5,
             "handler thread: chat(ws)\njoin(ws), then receive_messages():\n"
-            "messages_arrived(), check,\nbroadcast() them together;\nat the end, leave(ws)",
-            THREAD, weight="bold"),
-        box(ax, 28.5, bottom + 3.8, 21.5, 5,
-            "writer thread, only while behind:\nwrite_frames() sends what waits,\n"
-            "one write at a time, then ends", THREAD, dashed=True),
-        box(ax, 55.5, bottom + 3.8, 14, 5, "outbox: a list,\nonly what the socket\n"
-            "did not take", QUEUE),
+            "ws.receive(), check, broadcast();\nat the end, leave(ws)", THREAD, weight="bold"),
+        box(ax, 28.5, bottom + 1, 22, 5,
+            "writer thread: write_frames()\nsends all that waits, in one write", THREAD),
+        box(ax, 55.5, bottom + 1, 14, 5, "outbox\nqueue.SimpleQueue()", QUEUE),
     ]
     arrows = [
-        arrow(ax, (12.7, bottom + 17), (15.6, bottom + 17)),  # what the browser sends
-        arrow(ax, (15.6, bottom + 9), (12.7, bottom + 9)),    # what it receives
-        arrow(ax, (22.4, bottom + 24.9), (28.1, bottom + 24.9)),
-        arrow(ax, (41.5, bottom + 22.4), (41.5, bottom + 20.4)),
-        arrow(ax, (55.1, bottom + 6.3), (50.4, bottom + 6.3)),
-        arrow(ax, (28.1, bottom + 6.3), (22.4, bottom + 6.3)),
-        # What the socket did not take at once waits in the outbox, for the writer.
-        arrow(ax, (64, lane), (64, bottom + 3.3), colour=DELIVERY),
-        # An error goes back to the sender alone, by the same way as every delivery.
-        *path(ax, [(55.1, bottom + 13.4), (71, bottom + 12.4), (71, lane)], colour=ERROR,
-              dashed=True),
+        arrow(ax, (12.7, bottom + 16), (15.6, bottom + 16)),  # what the browser sends
+        arrow(ax, (15.6, bottom + 8), (12.7, bottom + 8)),    # what it receives
+        arrow(ax, (22.4, bottom + 22), (28.1, bottom + 22)),
+        arrow(ax, (41.5, bottom + 19.1), (41.5, bottom + 16.5)),
+        arrow(ax, (55.1, bottom + 3.5), (50.9, bottom + 3.5)),
+        arrow(ax, (28.1, bottom + 3.5), (22.4, bottom + 3.5)),
+        # An error goes back to the sender alone: into its own outbox, never to deliver().
+        arrow(ax, (53, bottom + 9.1), (58, bottom + 6.4), colour=ERROR, dashed=True),
     ]
     labels = [
-        label(ax, 25.25, bottom + 25.3, "bytes in"),
-        label(ax, 42.3, bottom + 21.4, "ws.receive()", ha="left", va="center"),
-        label(ax, 52.75, bottom + 6.7, "frames"),
-        label(ax, 25.25, bottom + 6.7, "bytes out"),
-        label(ax, 40, lane + 0.4, "send_now(): at once, if the socket takes it",
-              colour=DELIVERY),
-        label(ax, 64.5, lane + 1.1, "the rest", colour=DELIVERY, ha="left", va="center"),
-        label(ax, 62.5, bottom + 10.8, "an error: reply(),\nto its sender only",
-              colour=ERROR, va="center"),
+        label(ax, 25.25, bottom + 22.4, "bytes in"),
+        label(ax, 42.3, bottom + 17.8, "ws.receive()", ha="left", va="center"),
+        label(ax, 53, bottom + 3.9, "get()"),
+        label(ax, 25.25, bottom + 3.9, "bytes out"),
+        label(ax, 52.2, bottom + 7.75, "an error: queue_frame() to its own outbox only",
+              colour=ERROR, ha="right", va="center"),
     ]
-    return boxes, arrows, labels, (54.9, bottom + 18.5), (22.4, lane)
+    return boxes, arrows, labels, (54.9, bottom + 13.5), (69.9, bottom + 3.5)
 
 
 def shared_state(ax):
     """clients, deliver() and history, all under clients_lock."""
-    ax.add_patch(FancyBboxPatch((74.5, 15), 25, 44.5, boxstyle="round,pad=0.5",
+    ax.add_patch(FancyBboxPatch((74.5, 13.5), 25, 40, boxstyle="round,pad=0.5",
                                 facecolor="none", edgecolor=LOCK, linewidth=2.2,
                                 linestyle="--"))
-    title = ax.text(87, 60.7, "guarded by clients_lock\n(one threading.Lock)", ha="center",
+    title = ax.text(87, 54.7, "guarded by clients_lock\n(one threading.Lock)", ha="center",
                     va="bottom", fontsize=FONT + 0.5, color=LOCK, fontweight="bold")
     boxes = [
-        box(ax, 76, 51, 22, 8, "clients\n{ each open ws: its outbox }\n"
+        box(ax, 76, 43, 22, 9, "clients\n{ each open ws: its outbox }\n"
             "join() adds, leave() removes", SHARED, weight="bold"),
-        box(ax, 76, 30, 22, 17.5, "deliver(*texts)\nencodes each frame once,\n"
-            "history.extend(them),\nqueue_frames() them to\nevery client", SHARED,
-            weight="bold"),
-        box(ax, 76, 16.5, 22, 9.5, "history\nthe last 10 frames;\njoin() sends them\n"
-            "to a newcomer", SHARED, weight="bold"),
+        box(ax, 76, 27.5, 22, 12.5, "deliver(text)\nencodes the frame once,\n"
+            "history.append(frame),\nqueue_frame() to\nevery outbox", SHARED, weight="bold"),
+        box(ax, 76, 15, 22, 9.5, "history\nthe last 10 frames;\njoin() copies them\n"
+            "into a newcomer's outbox", SHARED, weight="bold"),
     ]
     return boxes, title
 
@@ -163,38 +140,35 @@ def main():
     ax.set_xlim(0, WIDTH)
     ax.set_ylim(0, HEIGHT)
     ax.axis("off")
-    ax.text(0.5, 66.5, "How app.py serves the room: two threads per connection (a third"
-            " only while it is behind), one lock for what they share", fontsize=FONT + 4,
-            fontweight="bold", va="top")
+    ax.text(0.5, 62.5, "How app.py serves the room: three threads per connection, one lock"
+            " for what they share", fontsize=FONT + 4, fontweight="bold", va="top")
 
     boxes, lock_title = shared_state(ax)
     arrows, labels = [], [lock_title]
     for bottom, person in ((4 + ROW, "Ada"), (4, "Bob")):
-        own_boxes, own_arrows, own_labels, sends, socket = connection(ax, bottom, person)
+        own_boxes, own_arrows, own_labels, sends, outbox = connection(ax, bottom, person)
         boxes += own_boxes
         arrows += own_arrows
         labels += own_labels
         if person == "Ada":
-            ada_sends, ada_socket = sends, socket
+            ada_sends, ada_outbox = sends, outbox
         else:
-            bob_sends, bob_socket = sends, socket
+            bob_sends, bob_outbox = sends, outbox
     labels.append(ax.text(0.5, 0.5, "… and the same for every other browser: its own"
-                          " socket, reader, handler and outbox, and a writer while it is"
-                          " behind.", fontsize=FONT, fontstyle="italic"))
+                          " socket, reader, handler, writer and outbox.", fontsize=FONT,
+                          fontstyle="italic"))
 
-    # Each handler's broadcast() calls deliver(), which sends the frames to every client:
-    # at once along its socket's lane, the rest into its outbox. Top to bottom along
-    # deliver's edge, so that no two arrows cross: Ada's message in, Ada's frames out,
-    # Bob's message in, Bob's frames out.
-    arrows += [arrow(ax, ada_sends, (75.6, 47)),
-               arrow(ax, (75.6, ada_socket[1]), ada_socket, colour=DELIVERY),
-               arrow(ax, bob_sends, (75.6, 33.5)),
-               *path(ax, [(75.6, 31), (73, bob_socket[1]), bob_socket], colour=DELIVERY)]
+    # Each handler's broadcast() calls deliver(), which puts one frame in every outbox.
+    # Top to bottom along deliver's edge, so that no two arrows cross: Ada's message in,
+    # Ada's frame out, Bob's message in, Bob's frame out.
+    arrows += [arrow(ax, ada_sends, (75.6, 38)),
+               arrow(ax, (75.6, 35), ada_outbox, colour=DELIVERY),
+               arrow(ax, bob_sends, (75.6, 32)),
+               arrow(ax, (75.6, 29), bob_outbox, colour=DELIVERY)]
     labels += [label(ax, 55.5, ada_sends[1] + 0.4, "broadcast()", ha="left"),
                label(ax, 55.5, bob_sends[1] - 0.4, "broadcast()", ha="left", va="top"),
-               label(ax, 75, 4, "queue_frames(), for each client:\nat once if nothing"
-                     " waits\nand its socket takes them;\nthe rest wait in its outbox;"
-                     "\nif it was empty, start_writer()", colour=DELIVERY, ha="left")]
+               label(ax, 71, 1, "queue_frame():\none frame,\nto every outbox",
+                     colour=DELIVERY, ha="left")]
 
     found = clashes(fig, boxes, arrows, labels)
     if found:

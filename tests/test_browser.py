@@ -456,7 +456,7 @@ def test_a_message_sent_as_the_connection_drops_stays_in_the_box(open_page, monk
     the box keeps it, the page says so, and Enter sends it once the page is back."""
     ada = open_page("Ada")
 
-    def crash(messages, *when):  # the server dies with the message, unbroadcast
+    def crash(message):  # the server dies with the message, unbroadcast
         with chat.clients_lock:
             for ws in chat.clients:
                 chat.hang_up(ws)
