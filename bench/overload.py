@@ -145,10 +145,11 @@ def load(drainers, observer, pid, seconds, idle, meter):
                      f" {drained['bytes'] / 1e6:,.0f} MB drained,"
                      f" ~{drained['busy']:,} refusals seen, {behind} senders not read")
         time.sleep(max(0, started + tick / (10 * RATE) - time.monotonic()))
+    stop.set()  # first: a socket closed under the reading thread would count as cut off
+    reading.join()
     for sock in drainers:  # everyone leaves at once, without waiting for the server
         sock.close()
     left_at = time.monotonic()
-    stop.set()
     for _ in range(2 * WATCH_AFTER):  # memory after they left, as the room empties
         peak = max(peak, memory_and_threads(pid)[0])
         time.sleep(0.5)
