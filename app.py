@@ -9,7 +9,6 @@ import json
 import logging
 import os
 import pathlib
-import queue
 import socket
 import struct
 import sys
@@ -36,7 +35,8 @@ RATE_PER_SECOND = 5          # ...and on average after that: faster than anyone 
 # (and per address, whatever its number of connections: see safeguards/limits.py)
 OUTBOX_LIMIT = 2000          # frames waiting for one client; more means it is stuck
 # More messages than the room can fan out in time are refused, not queued: a message
-# that waited longer than this to be read, or whose sender has more frames waiting...
+# that waited longer than this to be read, or that would wait longer for the room's
+# sender, or whose sender has more frames waiting for it...
 BUSY_WAIT = 1                # seconds
 BUSY_BACKLOG = 100           # frames, a second's worth or less: see room_is_busy()
 SEND_TIMEOUT = 10            # seconds a socket may accept nothing before we give up on it
@@ -54,10 +54,13 @@ SOCKET_OPTIONS = {  # simple-websocket's, for the chat's websocket alone
 # The chat, ready to be registered on any Flask app: create_app() below, or yours.
 bp = Blueprint("chat", __name__)
 
-# Many threads join, leave and broadcast at once, so one lock guards both.
-clients = {}  # each open websocket -> the queue of frames its writer sends
-history = collections.deque(maxlen=HISTORY_SIZE)  # the newest frames, oldest first
+# Many threads join, leave and broadcast at once, so one lock guards all three.
+clients = {}  # each open websocket -> its outbox: the frames its socket has yet to take
+history = collections.deque(maxlen=HISTORY_SIZE)  # the newest frames sent, oldest first
+to_send = []  # (frame, to whom: a websocket or EVERYONE, when), for the room's sender
 clients_lock = threading.Lock()
+frames_to_send = threading.Condition(clients_lock)  # notified when to_send gets one
+EVERYONE = None
 
 
 def create_app():
@@ -87,30 +90,18 @@ def index():
 def chat(ws):
     tune_socket(ws.sock)
     outbox = join(ws)
-    # The only thread that sends on this socket: two senders corrupt the stream.
-    writer = threading.Thread(target=write_frames, args=(ws, outbox), daemon=True)
     try:
-        writer.start()  # inside the try: if it cannot start, we still leave
         receive_messages(ws, outbox)
-    except RuntimeError:
-        if writer.ident is not None:
-            raise
-        # "can't start new thread": out of memory or of threads. Try Again Later (1013)
-        current_app.logger.warning("%s refused: no thread to spare", request.remote_addr)
-        ws.close(1013, "The server is busy; try again later.")
     finally:
         leave(ws)
-        outbox.put(None)
-        if writer.ident is not None:
-            writer.join()  # the close frame is sent after we return
 
 
 def join(ws):
-    outbox = queue.SimpleQueue()  # the lightest thread-safe queue
+    outbox = Outbox()
     with clients_lock:  # so no message slips between the history and live ones
-        for frame in history:
-            outbox.put(frame)
         clients[ws] = outbox
+        if history:
+            send_frames(ws, outbox, list(history))
         count = len(clients)
     current_app.logger.info("%s joined, %d connected", request.remote_addr, count)
     return outbox
@@ -139,14 +130,17 @@ def receive_messages(ws, outbox):
             allowance -= 1
             broadcast(parse_message(frame))
         except (ValueError, ConnectionError) as error:  # bad input, or Redis away
-            queue_frame(ws, outbox, frames.text_frame(json.dumps({"error": str(error)})))
+            reply = frames.text_frame(json.dumps({"error": str(error)}))
+            queue_to_send(reply, ws)  # after what it sent before: the page counts on it
 
 
 def room_is_busy(arrival, outbox):
-    """Is the room sending more than it can? Every outbox gets the same frames, so the
-    sender's own shows how far behind the writers are; the wait since the message arrived
-    shows how far behind the handlers are."""
-    return time.monotonic() - arrival > BUSY_WAIT or outbox.qsize() > BUSY_BACKLOG
+    """Is the room sending more than it can? The wait since the message arrived shows how
+    far behind the handlers are; the wait of the oldest frame in to_send, how far behind
+    the room's sender is; and the sender's own outbox, whether it reads what it gets."""
+    now, oldest = time.monotonic(), to_send[:1]  # a copy: the room's sender takes them
+    return (now - arrival > BUSY_WAIT or (oldest and now - oldest[0][2] > BUSY_WAIT)
+            or len(outbox) > BUSY_BACKLOG)
 
 
 def parse_message(frame):
@@ -193,42 +187,104 @@ def broadcast(message):
 
 def deliver(text):
     # Servers do not mask their frames, so one frame's bytes suit every client.
-    frame = frames.text_frame(text)
-    with clients_lock:  # one lock, so every client gets the frames in one order
-        history.append(frame)
-        for ws, outbox in clients.items():
-            queue_frame(ws, outbox, frame)
+    queue_to_send(frames.text_frame(text), EVERYONE)
 
 
-def queue_frame(ws, outbox, frame):
-    """Hand a frame to the client's writer; never wait for the client itself."""
-    if outbox.qsize() >= OUTBOX_LIMIT:
-        hang_up(ws)  # this far behind, it is stuck: drop it, not everyone else
-    else:
-        outbox.put(frame)
+def queue_to_send(frame, to):
+    """Hand a frame for everyone, or for one client, to the room's sender: it writes, so
+    that the handlers never wait for a client."""
+    with clients_lock:
+        start_room_sender()
+        to_send.append((frame, to, time.monotonic()))
+        frames_to_send.notify()
+
+
+def start_room_sender():
+    """Start the one thread that sends to the room, with the first frame it is to send
+    (so registering the chat starts nothing). Hold clients_lock: it starts only once."""
+    if room_sender.ident is None:
+        room_sender.start()
+
+
+def send_to_room():
+    """The room's sender: it takes the oldest frames that wait, and sends each client its
+    own in one write, never waiting for anyone. Being one, it keeps one order for all."""
+    while True:
+        with clients_lock:  # so a newcomer gets each frame once: in history, or from here
+            frames_to_send.wait_for(lambda: to_send)
+            batch = to_send[:one_write(frame for frame, _, _ in to_send)]
+            del to_send[:len(batch)]
+            history.extend(frame for frame, to, _ in batch if to is EVERYONE)
+            receivers = list(clients.items())
+        for ws, outbox in receivers:
+            own = [frame for frame, to, _ in batch if to is EVERYONE or to is ws]
+            if own:
+                send_frames(ws, outbox, own)
+
+
+room_sender = threading.Thread(target=send_to_room, daemon=True)
+
+
+class Outbox(list):
+    """The frames one client's socket has yet to take, and the lock that guards them: the
+    room's sender adds to them, and the client's writer sends them."""
+
+    def __init__(self):
+        super().__init__()
+        self.lock = threading.Lock()
+
+
+def send_frames(ws, outbox, batch):
+    """Send frames to one client, never waiting for it: now, if nothing waits before them
+    and its socket takes them at once; else in turn, by its writer."""
+    with outbox.lock:
+        if not outbox and frames.send_now(ws, batch):
+            return
+        if len(outbox) + len(batch) > OUTBOX_LIMIT:
+            hang_up(ws)  # this far behind, it is stuck: drop it, not everyone else
+            return
+        if not outbox:  # it has just fallen behind: a writer catches it up
+            start_writer(ws, outbox)  # it waits for outbox.lock, so for these frames
+        outbox.extend(batch)
+
+
+def start_writer(ws, outbox):
+    writer = threading.Thread(target=write_frames, args=(ws, outbox), daemon=True)
+    try:
+        writer.start()
+    except RuntimeError:  # "can't start new thread": out of memory or of threads
+        hang_up(ws)  # better one client cut off than a broadcast failed for all
 
 
 def write_frames(ws, outbox):
+    """A client's writer, while it is behind: it sends what waits in its outbox, in one
+    write at a time, and ends when nothing does. It is the only thread that writes to
+    the client meanwhile: the frames it sends stay in the outbox until written, so
+    send_frames() sees them there and queues what comes next behind them."""
     try:
-        for frame in iter(outbox.get, None):
-            if not frames.send_whole(ws, [frame, *frames_waiting(outbox)]):
+        written = 0
+        while True:
+            with outbox.lock:
+                del outbox[:written]
+                waiting = outbox[:one_write(outbox)]
+            if not waiting:
+                return  # caught up: the next frame may go at once
+            if not frames.send_whole(ws, waiting):
                 return  # the connection is closing: the library says goodbye
+            written = len(waiting)
     except Exception:  # reset, SEND_TIMEOUT passed, or anything else: it is over
         hang_up(ws)
 
 
-def frames_waiting(outbox):
-    """The frames queued behind the one taken, to send them all in one write."""
-    waiting, size = [], 0
-    # Up to what the kernel holds for the client: a bigger write would only wait there.
-    while size < SEND_BUFFER and not outbox.empty():  # we are its only reader
-        frame = outbox.get()
-        if frame is None:  # the connection is over: leave the end for the loop
-            outbox.put(None)
+def one_write(waiting):
+    """How many of the frames waiting, oldest first, to send in one write..."""
+    count, size = 0, 0
+    # ...up to what the kernel holds for the client: a bigger write would only wait there.
+    for frame in waiting:
+        if size >= SEND_BUFFER:
             break
-        waiting.append(frame)
-        size += len(frame)
-    return waiting
+        count, size = count + 1, size + len(frame)
+    return count
 
 
 def hang_up(ws):

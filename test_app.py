@@ -1,8 +1,8 @@
 """Tests that start the chat on a free loopback port and talk to it as clients do."""
 import base64
+import collections
 import json
 import os
-import queue
 import socket
 import struct
 import threading
@@ -20,6 +20,8 @@ import app as chat
 from safeguards import frames, limits, text_rules
 
 CHAT_APP = chat.create_app()  # the chat alone, as `flask run` serves it
+with chat.clients_lock:  # it starts with the first broadcast, and lives as long as the
+    chat.start_room_sender()  # process: now, so that no test counts it as a new thread
 
 TIMEOUT = 5  # seconds any single wait may take before the test fails
 
@@ -257,6 +259,9 @@ def test_concurrent_senders_are_seen_in_one_order_by_everyone(server):
         thread.start()
     for thread in senders:
         thread.join(TIMEOUT)
+    # The server may still be broadcasting a sender's last messages after it has left:
+    # "end" goes once their handlers have finished.
+    wait_until(lambda: len(chat.clients) == len(watchers))
     say(watchers[0], "end")
     seen = [receive_until(ws, "end") for ws in watchers]
     assert len(seen[0]) == 5 * 15 + 1
@@ -280,6 +285,7 @@ def test_newcomers_during_a_burst_get_no_gap_and_no_duplicate(server):
         newcomers.append(Client.connect(f"ws://{server}/ws"))
     for thread in senders:
         thread.join(TIMEOUT)
+    wait_until(lambda: len(chat.clients) == 1 + len(newcomers))  # the senders' handlers end
     say(watcher, "end")
     everything = receive_until(watcher, "end")
     assert len(everything) == 4 * 20 + 1
@@ -455,11 +461,21 @@ def test_a_client_too_far_behind_is_dropped_at_once(server, monkeypatch):
     stalled.close()
 
 
-def fake_connection(sendall, state=ConnectionState.OPEN):
-    """A websocket whose socket records what is done to it and writes with sendall."""
+class FakeWebSocket(SimpleNamespace):
+    __hash__ = object.__hash__  # a key of chat.clients, as a real one is
+
+
+def fake_connection(sendall, state=ConnectionState.OPEN, send=None):
+    """A websocket whose socket records what is done to it and writes with sendall (and,
+    without waiting, with send(data, flags), which takes nothing unless given)."""
     done = []
-    sock = SimpleNamespace(sendall=sendall, shutdown=lambda how: done.append("shutdown"))
-    ws = SimpleNamespace(sock=sock, ws=SimpleNamespace(state=state), environ={})
+
+    def takes_nothing(data, flags):
+        raise BlockingIOError(11, "no room")
+
+    sock = SimpleNamespace(sendall=sendall, send=send or takes_nothing,
+                           shutdown=lambda how: done.append("shutdown"))
+    ws = FakeWebSocket(sock=sock, ws=SimpleNamespace(state=state), environ={})
     frames.share_socket(ws)
     return ws, done
 
@@ -473,8 +489,7 @@ def test_the_writer_hangs_up_whatever_the_write_raises(error):
         raise error
 
     ws, done = fake_connection(sendall)
-    outbox = queue.SimpleQueue()
-    outbox.put(frames.text_frame("a frame"))
+    outbox = outbox_of(frames.text_frame("a frame"))
     chat.write_frames(ws, outbox)  # returns, having hung up
     assert done and set(done) == {"shutdown"}
 
@@ -493,17 +508,96 @@ def test_a_write_that_fails_part_way_cuts_the_connection_itself():
 def test_the_writer_sends_what_waits_in_one_write_and_nothing_once_closing():
     written = []
     ws, done = fake_connection(written.append)
-    outbox = queue.SimpleQueue()
-    for text in ("one", "two", "three"):
-        outbox.put(frames.text_frame(text))
-    outbox.put(None)
-    chat.write_frames(ws, outbox)
+    outbox = outbox_of(*(frames.text_frame(text) for text in ("one", "two", "three")))
+    chat.write_frames(ws, outbox)  # returns once the outbox is empty: it caught up
     assert written == [b"\x81\x03one\x81\x03two\x81\x05three"] and done == []
+    assert not outbox
     # The library's reader thread has begun to close: no data frame may follow its close.
     ws.ws.state = ConnectionState.LOCAL_CLOSING
-    outbox.put(frames.text_frame("too late"))
+    outbox.append(frames.text_frame("too late"))
     chat.write_frames(ws, outbox)  # returns at once
     assert len(written) == 1 and done == []
+
+
+def outbox_of(*frames):
+    outbox = chat.Outbox()
+    outbox.extend(frames)
+    return outbox
+
+
+def sends_to(written, room):
+    """A non-blocking send(data, flags) that takes at most `room` bytes, then none."""
+    def send(data, flags):
+        assert flags == frames.DONT_WAIT
+        taken = data[:room[0]]
+        if not taken:
+            raise BlockingIOError(11, "no room")
+        room[0] -= len(taken)
+        written.append(taken)
+        return len(taken)
+    return send
+
+
+@pytest.mark.skipif(frames.DONT_WAIT is None, reason="Windows has no MSG_DONTWAIT")
+def test_a_frame_goes_at_once_when_nothing_waits_and_never_before_one_that_waits(
+        monkeypatch):
+    started = []
+    monkeypatch.setattr(chat, "start_writer", lambda ws, outbox: started.append(ws))
+    written, room = [], [1000]
+    ws, done = fake_connection(written.append, send=sends_to(written, room))
+    one, two, three = (frames.text_frame(text) for text in ("one", "two", "three"))
+    outbox = chat.Outbox()
+    chat.send_frames(ws, outbox, [one])
+    assert written == [one] and not outbox and not started  # no writer, no wake-up
+    room[0] = 0  # the socket is full: the frame waits, and a writer is started for it
+    chat.send_frames(ws, outbox, [two])
+    assert list(outbox) == [two] and started == [ws]
+    room[0] = 1000  # room again, but "two" waits: "three" must not overtake it
+    chat.send_frames(ws, outbox, [three])
+    assert written == [one] and list(outbox) == [two, three] and started == [ws]
+    chat.write_frames(ws, outbox)
+    assert written == [one, two + three] and not outbox and done == []
+
+
+@pytest.mark.skipif(frames.DONT_WAIT is None, reason="Windows has no MSG_DONTWAIT")
+def test_a_frame_the_socket_took_part_of_is_finished_first_and_never_sent_twice(
+        monkeypatch):
+    monkeypatch.setattr(chat, "start_writer", lambda ws, outbox: None)
+    written, room = [], [3]
+    ws, done = fake_connection(written.append, send=sends_to(written, room))
+    one, two = frames.text_frame("one"), frames.text_frame("two")
+    outbox = chat.Outbox()
+    chat.send_frames(ws, outbox, [one])  # the socket takes 3 of its 5 bytes
+    assert written == [one[:3]] and list(outbox) == [one]
+    chat.send_frames(ws, outbox, [two])
+    ws.sock.send(b"PONG")  # the library's pong comes after the rest of the frame
+    chat.write_frames(ws, outbox)
+    assert written == [one[:3], one[3:] + b"PONG", two] and not outbox and done == []
+
+
+@pytest.mark.skipif(frames.DONT_WAIT is None, reason="Windows has no MSG_DONTWAIT")
+def test_frames_that_wait_for_the_room_go_out_in_one_write(monkeypatch):
+    written = []
+    ws, _ = fake_connection(written.append, send=sends_to(written, [1000]))
+    monkeypatch.setattr(chat, "clients", {ws: chat.Outbox()})
+    monkeypatch.setattr(chat, "history", collections.deque(maxlen=chat.HISTORY_SIZE))
+    first, second = frames.text_frame("first"), frames.text_frame("second")
+    with chat.clients_lock:  # broadcast while the room's sender was busy: both wait
+        chat.to_send.extend([(first, chat.EVERYONE, 0), (second, chat.EVERYONE, 0)])
+        chat.frames_to_send.notify()
+    wait_until(lambda: written)
+    assert written == [first + second] and list(chat.history) == [first, second]
+
+
+def test_without_a_send_that_does_not_wait_every_frame_goes_to_the_writer(monkeypatch):
+    """Windows has no MSG_DONTWAIT."""
+    monkeypatch.setattr(frames, "DONT_WAIT", None)
+    monkeypatch.setattr(chat, "start_writer", lambda ws, outbox: None)
+    written = []
+    ws, _ = fake_connection(written.append, send=sends_to(written, [1000]))
+    outbox = chat.Outbox()
+    chat.send_frames(ws, outbox, [frames.text_frame("one")])
+    assert written == [] and list(outbox) == [frames.text_frame("one")]
 
 
 def test_frames_refuse_a_connection_that_was_offered_compression():
@@ -584,8 +678,8 @@ def test_a_client_that_pauses_reading_gets_whole_frames_or_is_cut_off(server, mo
 
 
 def test_a_sender_the_writers_are_behind_on_is_told_the_room_is_busy(server, monkeypatch):
-    """Every outbox gets the same frames, so the sender's own shows how far behind the
-    writers are. Queued anyway, 300 senders' messages reached an observer 94 s late."""
+    """A sender that does not read what the room sends may not add to it: its outbox shows
+    it. Queued anyway, 300 senders' messages reached an observer 94 s late."""
     monkeypatch.setattr(chat, "BUSY_BACKLOG", 20)
     monkeypatch.setattr(chat, "SEND_TIMEOUT", 60)
     monkeypatch.setattr(chat, "RATE_BURST", 1000)
@@ -598,7 +692,7 @@ def test_a_sender_the_writers_are_behind_on_is_told_the_room_is_busy(server, mon
         time.sleep(0.002)  # so that Ada's own writer keeps up; the other's cannot
     assert [receive(ada)["message"].split()[0] for _ in range(count)] == [
         str(n) for n in range(count)]
-    wait_until(lambda: max(o.qsize() for o in chat.clients.values()) > chat.BUSY_BACKLOG)
+    wait_until(lambda: max(len(o) for o in chat.clients.values()) > chat.BUSY_BACKLOG)
     send_text_frame(behind, json.dumps({"name": "Bo", "message": "hello"}))
     assert_nothing_arrives(ada, wait=0.5)  # refused, not queued for everyone
     errors = []
@@ -608,6 +702,36 @@ def test_a_sender_the_writers_are_behind_on_is_told_the_room_is_busy(server, mon
     assert receive(ada)["message"] == "hello again"  # caught up, it may send
     ada.close()
     behind.close()
+
+
+def test_a_message_is_refused_while_the_room_sender_is_behind(clients, monkeypatch):
+    """Frames that wait over BUSY_WAIT for the room's sender mean the room is sending more
+    than it can: what comes next is refused, not queued behind them."""
+    ada, bob = clients
+    monkeypatch.setattr(chat, "BUSY_WAIT", 0.5)
+    original, held_up, go_on = chat.send_frames, threading.Event(), threading.Event()
+
+    def held_up_by_the_first(ws, outbox, batch):  # the room's sender, busy with "first"
+        if not held_up.is_set():
+            held_up.set()
+            go_on.wait(TIMEOUT)
+        original(ws, outbox, batch)
+
+    monkeypatch.setattr(chat, "send_frames", held_up_by_the_first)
+    say(ada, "first")
+    assert held_up.wait(TIMEOUT)
+    say(ada, "second")
+    wait_until(lambda: len(chat.to_send) == 1)  # it waits for the room's sender
+    time.sleep(0.7)
+    say(ada, "third")  # "second" has waited over BUSY_WAIT: the room is behind
+    wait_until(lambda: len(chat.to_send) == 2)  # "third"'s refusal, to Ada alone
+    go_on.set()
+    assert [receive(bob)["message"] for _ in range(2)] == ["first", "second"]
+    assert [receive(ada).get("message") for _ in range(2)] == ["first", "second"]
+    assert receive(ada).get("error") == "The room is busy; wait a moment, then send that again."
+    assert_nothing_arrives(bob)
+    say(ada, "later")
+    assert receive(bob)["message"] == "later"
 
 
 def test_a_message_that_waited_too_long_to_be_handled_is_refused(clients, monkeypatch):
@@ -661,6 +785,51 @@ def test_pongs_from_the_library_never_interleave_with_our_frames(server, monkeyp
     assert pongs == pings
     ada.close()
     reader.close()
+
+
+def writers():
+    return [t for t in threading.enumerate() if getattr(t, "_target", None) is chat.write_frames]
+
+
+def server_threads():
+    """The threads of the server: all but this test's own clients' reader threads."""
+    return [t for t in threading.enumerate()
+            if not isinstance(getattr(getattr(t, "_target", None), "__self__", None), Client)]
+
+
+def test_an_idle_connection_holds_two_threads_and_no_writer(server):
+    """The handler's and the library's reader's: a writer wakes only for a client behind."""
+    before = len(server_threads())
+    opened = [connect(server) for _ in range(5)]
+    say(opened[0], "hello")
+    for ws in opened:
+        assert receive(ws)["message"] == "hello"
+    wait_until(lambda: not writers())  # one may have caught up a client a moment behind
+    assert len(server_threads()) == before + 2 * len(opened)
+    for ws in opened:
+        close(ws)
+
+
+@pytest.mark.skipif(frames.DONT_WAIT is None, reason="Windows has no MSG_DONTWAIT")
+def test_a_writer_exists_only_while_its_client_is_behind(server, monkeypatch):
+    monkeypatch.setattr(chat, "RATE_BURST", 1000)
+    paused, _ = raw_handshake(server, receive_buffer=4096)  # reads nothing for now
+    ada = connect(server)
+    wait_until(lambda: len(chat.clients) == 2)
+    count = 3 * chat.SEND_BUFFER // 6000  # more than the kernel holds on the way
+    for n in range(count):
+        say(ada, numbered(n))
+    assert receive_until(ada, numbered(count - 1))[0] == numbered(0)
+    wait_until(lambda: len(writers()) == 1)  # the paused client's, sending what waits
+    messages, _ = read_strictly(paused, lambda messages, _: len(messages) == count)
+    assert [m["message"] for m in messages] == [numbered(n) for n in range(count)]
+    wait_until(lambda: not writers())  # caught up: its writer is gone
+    say(ada, "and now at once")
+    assert receive(ada)["message"] == "and now at once"
+    assert read_strictly(paused, lambda messages, _: messages)[0][0]["message"] == (
+        "and now at once")
+    ada.close()
+    paused.close()
 
 
 def test_a_peer_that_vanishes_silently_is_removed_by_ping(server, monkeypatch):

@@ -418,6 +418,8 @@ def test_from_08_a_flood_is_refused(serve, step):
 def test_from_09_a_client_far_behind_is_hung_up_on(serve, step, monkeypatch):
     address, module = serve(step)
     monkeypatch.setattr(module, "OUTBOX_LIMIT", 0)  # everyone is too far behind
+    if hasattr(module, "frames"):  # the final chat writes at once what need not wait:
+        monkeypatch.setattr(module.frames, "DONT_WAIT", None)  # as on Windows, none
     (ada,) = room_of(address, module, 1)
     say(ada, "hello")
     wait_until(lambda: len(module.clients) == 0)

@@ -1,7 +1,9 @@
 """Frames encoded once, and written whole on a socket that the library writes on too.
 
-app.py encodes each message with text_frame() once for everyone, and its writer sends
-them with send_whole(); websocket.py calls share_socket() on each connection as it opens.
+app.py encodes each message with text_frame() once for everyone, writes it to a client
+with send_now() when that needs no waiting, and otherwise leaves it to the client's writer,
+which sends with send_whole(); websocket.py calls share_socket() on each connection as it
+opens.
 
 Why not simple-websocket's ws.send()? It encodes the frame again for every client, and
 writes it with sock.send(): with a send timeout (SO_SNDTIMEO) a send that times out
@@ -42,13 +44,29 @@ def share_socket(ws):
     ws.sock = WholeWrites(ws.sock)  # the library looks ws.sock up for every write
 
 
+def send_now(ws, frames):
+    """Write the frames if that needs no waiting: True if the socket took them all at once.
+
+    False if another write holds the socket, the socket has no room, the connection is
+    closing, or it failed (then it is cut). The caller then queues the frames for its
+    writer, whose next send_whole() calls must begin with them: if the socket took part,
+    that part is not sent again, and a write of the library's in between finishes the
+    frame begun first. On Windows (no MSG_DONTWAIT) it is always False.
+    """
+    return ws.sock.write_now(ws.ws, b"".join(frames))
+
+
 def send_whole(ws, frames):
     """Write the frames in one go; False (and nothing written) if the connection is closing.
 
     If the socket fails part-way (SEND_TIMEOUT passed, reset, ...), it is cut before the
     exception is raised: nothing can follow the part-written bytes.
     """
-    return ws.sock.write_frames(ws.ws, b"".join(frames))
+    return ws.sock.write_frames(ws.ws, frames)
+
+
+# A send that returns at once, whatever room the socket has; Windows has no such flag.
+DONT_WAIT = getattr(socket, "MSG_DONTWAIT", None)
 
 
 class WholeWrites:
@@ -57,14 +75,38 @@ class WholeWrites:
     def __init__(self, sock):
         self.sock = sock
         self.lock = threading.Lock()
+        # When write_now() wrote only part of its data, the rest goes first in the next
+        # write, whoever makes it, and our next writes skip the data's length.
+        self.rest, self.skip = b"", 0
 
-    def write_frames(self, connection, data):
+    def write_now(self, connection, data):
+        if DONT_WAIT is None or not self.lock.acquire(blocking=False):
+            return False  # someone is writing: the frame waits its turn
+        try:
+            if connection.state is not ConnectionState.OPEN or self.skip:
+                return False
+            sent = self.sock.send(data, DONT_WAIT)
+            if sent < len(data):  # kept under the lock: nothing may come in between
+                self.rest, self.skip = data[sent:], len(data)
+            return sent == len(data)
+        except BlockingIOError:
+            return False  # no room at all
+        except OSError:  # reset, or cut already: the connection is over
+            self.cut()
+            return False
+        finally:
+            self.lock.release()
+
+    def write_frames(self, connection, frames):
         with self.lock:
             # The library moves wsproto out of OPEN before it builds its close frame, so
             # checked under the lock, no data frame ever follows a close frame.
             if connection.state is not ConnectionState.OPEN:
                 return False
-            self.write(data)
+            data = b"".join(frames)
+            skipped = min(self.skip, len(data))  # begun by write_now(): only its rest goes
+            self.skip -= skipped
+            self.write(data[skipped:])
             return True
 
     def send(self, data):
@@ -74,14 +116,19 @@ class WholeWrites:
         return len(data)
 
     def write(self, data):
+        """Write data whole, after the rest of a frame begun, if any."""
         try:
-            self.sock.sendall(data)  # each send() inside waits at most SO_SNDTIMEO
+            self.sock.sendall(self.rest + data)  # each send() inside waits at most SO_SNDTIMEO
+            self.rest = b""
         except BaseException:  # cut it before the lock is let go: nothing may follow
-            try:
-                self.sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass  # already closed
+            self.cut()
             raise
+
+    def cut(self):
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # already closed
 
     def close(self):
         # Waits for a write in progress: the file descriptor must not be closed and
