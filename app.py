@@ -100,8 +100,7 @@ def join(ws):
     outbox = Outbox()
     with clients_lock:  # so no message slips between the history and live ones
         clients[ws] = outbox
-        if history:
-            send_frames(ws, outbox, list(history))
+        send_frames(ws, outbox, list(history))
         count = len(clients)
     current_app.logger.info("%s joined, %d connected", request.remote_addr, count)
     return outbox
@@ -214,12 +213,17 @@ def send_to_room():
             frames_to_send.wait_for(lambda: to_send)
             batch = to_send[:one_write(frame for frame, _, _ in to_send)]
             del to_send[:len(batch)]
-            history.extend(frame for frame, to, _ in batch if to is EVERYONE)
+            everyone = [frame for frame, to, _ in batch if to is EVERYONE]
+            history.extend(everyone)
             receivers = list(clients.items())
+        replies = len(everyone) < len(batch)  # else every client gets the same frames
         for ws, outbox in receivers:
-            own = [frame for frame, to, _ in batch if to is EVERYONE or to is ws]
-            if own:
-                send_frames(ws, outbox, own)
+            send_frames(ws, outbox, frames_for(ws, batch) if replies else everyone)
+
+
+def frames_for(ws, batch):
+    """The frames of the batch that go to ws: those for everyone and its own, in order."""
+    return [frame for frame, to, _ in batch if to is EVERYONE or to is ws]
 
 
 room_sender = threading.Thread(target=send_to_room, daemon=True)
@@ -237,6 +241,8 @@ class Outbox(list):
 def send_frames(ws, outbox, batch):
     """Send frames to one client, never waiting for it: now, if nothing waits before them
     and its socket takes them at once; else in turn, by its writer."""
+    if not batch:
+        return
     with outbox.lock:
         if not outbox and frames.send_now(ws, batch):
             return
