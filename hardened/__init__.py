@@ -1,0 +1,13 @@
+"""The hardened chat: one room, as in the top-level app.py, with what it takes to hold up
+on the open internet. chat.py is the chat, chat.html its page, safeguards/ what works
+around the libraries or guards the door; docs/ describes it.
+
+Run it alone with `flask --app hardened run`; or copy this folder beside your app's module
+(or inside its package) and register its Blueprint at any prefix:
+
+    import hardened          # or, inside a package: from . import hardened
+    app.register_blueprint(hardened.bp, url_prefix="/chat")
+"""
+from .chat import bp, create_app
+
+__all__ = ["bp", "create_app"]
