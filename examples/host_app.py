@@ -1,11 +1,11 @@
-"""An app of your own, with the chat added at /chat, as the README's "Add it to your own
-app" says: its own pages at / and /about, and a websocket of its own at /echo (made with
-flask-sock, whose options the chat neither reads nor changes).
+"""An app of your own, with the hardened chat added at /chat: its own pages at / and
+/about, and a websocket of its own at /echo (made with flask-sock, whose options the
+hardened chat neither reads nor changes).
 
-Try it in a folder of its own (the chat's files go beside it, as the README says):
+Try it in a folder of its own, with the folder hardened/ copied beside it:
 
     mkdir ../my-app && cp examples/host_app.py ../my-app/app.py
-    cp app.py ../my-app/chat.py && cp -r chat.html safeguards ../my-app/
+    cp -r hardened ../my-app/
     cd ../my-app && flask run
 
 then open http://127.0.0.1:5000/chat/ in two windows.
@@ -13,12 +13,12 @@ then open http://127.0.0.1:5000/chat/ in two windows.
 from flask import Flask
 from flask_sock import Sock
 
-import chat
+import hardened
 
 app = Flask(__name__)
 app.config["SOCK_SERVER_OPTIONS"] = {"ping_interval": 5}  # for /echo; the chat has its own
 sock = Sock(app)
-app.register_blueprint(chat.bp, url_prefix="/chat")
+app.register_blueprint(hardened.bp, url_prefix="/chat")
 
 
 @app.get("/")

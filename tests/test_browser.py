@@ -1,8 +1,9 @@
-"""The page in a real browser: Chromium, driven by Playwright, against the chat served on
-a free loopback port, with several pages open at once as several people would.
+"""The hardened chat's page in a real browser: Chromium, driven by Playwright, against
+the chat served on a free loopback port, with several pages open at once as several
+people would.
 
 They need Debian's chromium (`apt-get install chromium`) and Playwright for Python
-(`pip install -r requirements-browser.txt`), and are skipped without them. Playwright
+(`pip install -r tests/requirements-browser.txt`), and are skipped without them. Playwright
 drives the system's chromium: its own browser download (`playwright install`) is not used.
 """
 import os
@@ -12,10 +13,9 @@ from types import SimpleNamespace
 import pytest
 from werkzeug.serving import make_server
 
-import app as chat
-from safeguards import limits
-from test_app import CHAT_APP
-from test_app import wait_until
+from chat_helpers import CHAT_APP, wait_until
+from hardened import chat
+from hardened.safeguards import limits
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's package
 try:
@@ -23,7 +23,7 @@ try:
     from playwright.sync_api import expect, sync_playwright
     MISSING = None if os.path.exists(CHROMIUM) else f"needs {CHROMIUM}: apt-get install chromium"
 except ImportError:
-    MISSING = "needs Playwright: pip install -r requirements-browser.txt"
+    MISSING = "needs Playwright: pip install -r tests/requirements-browser.txt"
 if MISSING and os.environ.get("REQUIRE_BROWSER") == "1":  # CI: run them or fail, never skip
     pytest.fail(MISSING, pytrace=False)
 if MISSING:
@@ -36,7 +36,7 @@ CHROMIUM_ARGS = [
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]
 # Seconds any one wait may take. A browser is slow to start a page on a busy machine,
-# and a page retries its websocket only every 5 s (MAX_RETRY_DELAY in chat.html).
+# and a page retries its websocket only every 5 s (MAX_RETRY_DELAY in hardened/chat.html).
 # Passing tests never wait this long: only a failure does.
 BROWSER_TIMEOUT = 20
 FORGOTTEN = ("Reconnected. The server no longer has the messages shown before:"

@@ -7,8 +7,8 @@ import re
 import pytest
 import simple_websocket
 
-from safeguards import guards, limits
-from test_app import server  # noqa: F401
+from chat_helpers import server  # noqa: F401
+from hardened.safeguards import guards, limits
 
 ROOT = pathlib.Path(__file__).parent.parent  # the project
 PAGES = [ROOT / "README.md", ROOT / "TUTORIAL.md", *sorted((ROOT / "docs").glob("*.md")),

@@ -21,10 +21,10 @@ import simple_websocket
 from werkzeug.debug import DebuggedApplication
 from werkzeug.serving import make_server
 
-import app as chat
-from safeguards import guards, limits, websocket
-from test_app import (CHAT_APP, TIMEOUT, close, Client, assert_nothing_arrives, connect, raw_handshake,  # noqa: F401
-                      numbered, receive, say, server, wait_until)
+from chat_helpers import (CHAT_APP, TIMEOUT, close, Client, assert_nothing_arrives, connect,  # noqa: F401
+                          raw_handshake, numbered, receive, say, server, wait_until)
+from hardened import chat
+from hardened.safeguards import guards, limits, websocket
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the project
 
@@ -379,7 +379,7 @@ def test_messages_are_counted_when_they_arrive(server, monkeypatch):
     refuse messages that arrived at an allowed pace."""
     monkeypatch.setattr(chat, "RATE_BURST", 3)
     monkeypatch.setattr(chat, "RATE_PER_SECOND", 10)
-    # Held up longer than BUSY_WAIT, a message is refused as "busy" (test_app.py): this
+    # Held up longer than BUSY_WAIT, a message is refused as "busy" (test_hardened.py): this
     # test is about the rate limit alone.
     monkeypatch.setattr(chat, "BUSY_WAIT", 10)
     gate = threading.Event()
@@ -469,7 +469,7 @@ def test_an_address_short_of_its_allowance_refuses_only_those_over_their_share()
 
 def test_a_setting_that_is_not_a_number_stops_the_chat_with_a_sentence():
     env = {**os.environ, "CHAT_CONNECTIONS_PER_ADDRESS": "lots"}
-    result = subprocess.run([sys.executable, "-c", "import app"], cwd=HERE, env=env,
+    result = subprocess.run([sys.executable, "-c", "import hardened"], cwd=HERE, env=env,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode != 0
     assert result.stderr.strip().splitlines()[-1].endswith(
@@ -480,11 +480,11 @@ def test_a_setting_that_is_not_a_number_stops_the_chat_with_a_sentence():
 
 SERVE = """
 import sys
-from safeguards import limits
+from hardened.safeguards import limits
 limits.CONNECTIONS_PER_ADDRESS = 10_000  # one address stands for many here
 from werkzeug import serving
-import app
-httpd = serving.make_server('127.0.0.1', 0, app.create_app(), threaded=True)
+import hardened
+httpd = serving.make_server('127.0.0.1', 0, hardened.create_app(), threaded=True)
 print(httpd.server_port, flush=True)
 httpd.serve_forever()
 """
@@ -565,7 +565,7 @@ LEFT_OPEN = """
 import threading
 import simple_websocket
 from werkzeug.serving import make_server
-import app as chat
+from hardened import chat
 
 def test_leaves_a_websocket_open():
     httpd = make_server("127.0.0.1", 0, chat.create_app(), threaded=True)

@@ -1,6 +1,7 @@
-"""The chat under gunicorn, started as docs/deploying.md says (gunicorn.conf.py): it
-knows how many websockets gunicorn's threads can hold, refuses newcomers beyond that in
-words, and keeps answering the page. Skipped where gunicorn is not installed (CI has it).
+"""The hardened chat under gunicorn, started as docs/deploying.md says
+(hardened/gunicorn.conf.py): it knows how many websockets gunicorn's threads can hold,
+refuses newcomers beyond that in words, and keeps answering the page. Skipped where
+gunicorn is not installed (CI has it).
 """
 import os
 import pathlib
@@ -13,8 +14,8 @@ import urllib.request
 
 import pytest
 
-from safeguards import limits
-from test_app import TIMEOUT, raw_handshake
+from chat_helpers import TIMEOUT, raw_handshake
+from hardened.safeguards import limits
 from test_faults import good_headers, handshake_request, refusal
 
 pytest.importorskip("gunicorn")
@@ -31,7 +32,7 @@ def free_port():
 
 @pytest.fixture
 def gunicorn(tmp_path):
-    """gunicorn -c gunicorn.conf.py, on a free port; yields (address, its log's path)."""
+    """gunicorn -c hardened/gunicorn.conf.py, on a free port; yields (address, its log's path)."""
     port = free_port()
     env = {key: value for key, value in os.environ.items() if not key.startswith("CHAT_")
            and key not in ("REDIS_URL", "TRUSTED_PROXIES", "ALLOWED_HOSTS")}
@@ -39,7 +40,7 @@ def gunicorn(tmp_path):
     log = tmp_path / "gunicorn.log"
     with open(log, "w") as output:
         server = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py",
+            [sys.executable, "-m", "gunicorn", "-c", "hardened/gunicorn.conf.py",
              "-b", f"127.0.0.1:{port}"], cwd=ROOT, env=env, stdout=output, stderr=output)
     try:
         deadline = time.monotonic() + TIMEOUT * 2

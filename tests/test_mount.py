@@ -1,10 +1,11 @@
-"""The chat added to an app of someone else's, as the README's "Add it to your own app"
-says: copied into an empty folder beside examples/host_app.py, served, and chatted through.
-The host keeps its own routes, headers, hooks, websocket options and process settings."""
+"""The hardened chat added to an app of someone else's, as examples/host_app.py says: the
+folder hardened/ copied beside it, served, and chatted through; or copied inside a package
+app. The host keeps its own routes, headers, hooks, websocket options and process
+settings."""
 import json
 import os
 import pathlib
-import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -18,15 +19,17 @@ from flask import Flask
 from flask_sock import Sock
 from werkzeug.serving import make_server
 
-import app as chat
-from safeguards import limits, reader, selfcheck
-from test_app import TIMEOUT, Client, raw_handshake, wait_until
+from chat_helpers import TIMEOUT, Client, raw_handshake, wait_until
+from hardened import chat
+from hardened.safeguards import limits, reader, selfcheck
 
 ROOT = pathlib.Path(__file__).parent.parent  # the project
-README = (ROOT / "README.md").read_text(encoding="utf-8")
-SECTION = README.split("## Add it to your own app", 1)[1].split("\n## ", 1)[0]
-COPY_COMMANDS, = re.findall(r"```sh\n(.*?)```", SECTION, re.DOTALL)
-LINES_TO_ADD, = re.findall(r"```python\n(.*?)```", SECTION, re.DOTALL)
+HOST_APP = (ROOT / "examples" / "host_app.py").read_text(encoding="utf-8")
+# What its docstring says to type in the project's folder, but for `flask run`.
+COPY_COMMANDS = "\n".join(line.strip() for line in HOST_APP.split('"""')[1].splitlines()
+                          if line.startswith("    ") and "flask run" not in line)
+# How the hardened package says to register it (its __init__.py's docstring).
+LINES_TO_ADD = ["import hardened", 'app.register_blueprint(hardened.bp, url_prefix="/chat")']
 SERVE = """
 import sys
 from werkzeug.serving import make_server
@@ -37,20 +40,18 @@ server.serve_forever()
 """
 
 
-def copy_as_the_readme_says(folder):
-    """An app's folder holding examples/host_app.py as its app.py, and the chat copied
-    beside it with the README's own commands, pointed at this project."""
-    folder.mkdir()
-    shutil.copy(ROOT / "examples" / "host_app.py", folder / "app.py")
-    commands = re.sub(r"^CHAT=\S+", f"CHAT='{ROOT}'", COPY_COMMANDS, flags=re.MULTILINE)
-    subprocess.run(["bash", "-euc", commands], cwd=folder, check=True, timeout=TIMEOUT)
+def copy_as_the_example_says(folder):
+    """An app's folder holding examples/host_app.py as its app.py, and hardened/ copied
+    beside it, with the commands of the example's docstring."""
+    commands = COPY_COMMANDS.replace("../my-app", shlex.quote(str(folder)))
+    subprocess.run(["bash", "-euc", commands], cwd=ROOT, check=True, timeout=TIMEOUT)
     return folder
 
 
 @pytest.fixture
 def host(tmp_path):
     """The host app, chat included, served in a process of its own; yields its address."""
-    folder = copy_as_the_readme_says(tmp_path / "my-app")
+    folder = copy_as_the_example_says(tmp_path / "my-app")
     env = {key: value for key, value in os.environ.items()
            if key not in ("REDIS_URL", "TRUSTED_PROXIES")}
     env["ALLOWED_HOSTS"] = "127.0.0.1"  # the chat's setting: the host's routes ignore it
@@ -102,11 +103,12 @@ def receive(ws):
     return json.loads(frame)
 
 
-def test_the_readme_names_what_to_copy_and_the_lines_to_add():
-    assert "app.py\" chat.py" in COPY_COMMANDS and "safeguards" in COPY_COMMANDS
-    host_app = (ROOT / "examples" / "host_app.py").read_text(encoding="utf-8")
-    for line in LINES_TO_ADD.strip().splitlines():
-        assert line in host_app, f"examples/host_app.py does not do what the README says: {line}"
+def test_the_example_copies_the_folder_and_adds_the_lines_the_package_names():
+    assert "cp -r hardened ../my-app/" in COPY_COMMANDS
+    package_doc = (ROOT / "hardened" / "__init__.py").read_text(encoding="utf-8")
+    for line in LINES_TO_ADD:
+        assert line in package_doc, f"hardened/__init__.py does not say: {line}"
+        assert line in HOST_APP, f"examples/host_app.py does not do what hardened/ says: {line}"
 
 
 def test_the_chat_works_at_its_prefix_beside_the_hosts_pages(host, clients):
@@ -219,8 +221,8 @@ def state(app):
             "config": sorted(app.config)}
 host = Flask("a_host")
 before = state(host)
-import app as chat
-host.register_blueprint(chat.bp, url_prefix="/chat")
+import hardened
+host.register_blueprint(hardened.bp, url_prefix="/chat")
 print(json.dumps([before, state(host)]))
 """
 
@@ -235,14 +237,34 @@ def test_importing_and_registering_the_chat_changes_nothing_in_the_process():
     assert after == before
 
 
-def test_copying_only_app_py_and_the_page_fails_at_once_naming_what_else_to_copy(tmp_path):
-    shutil.copy(ROOT / "app.py", tmp_path / "chat.py")
-    shutil.copy(ROOT / "chat.html", tmp_path / "chat.html")
-    result = subprocess.run([sys.executable, "-c", "import chat"], cwd=tmp_path,
+PACKAGE_APP = """
+from flask import Flask
+from . import hardened
+app = Flask(__name__)
+app.register_blueprint(hardened.bp, url_prefix="/chat")
+"""
+IN_THE_PACKAGE = """
+import sys
+import myapp
+page = myapp.app.test_client().get("/chat/")
+print(page.status_code, 'id="message"' in page.text, "hardened" in sys.modules)
+"""
+
+
+def test_a_package_app_may_hold_the_folder_inside_its_package(tmp_path):
+    """hardened/ imports its own modules relatively: copied inside a package, it works
+    there, and needs no top-level `hardened` or `safeguards`."""
+    package = tmp_path / "myapp"
+    package.mkdir()
+    (package / "__init__.py").write_text(PACKAGE_APP)
+    shutil.copytree(ROOT / "hardened", package / "hardened",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("REDIS_URL", "PYTHONPATH")}
+    result = subprocess.run([sys.executable, "-c", IN_THE_PACKAGE], cwd=tmp_path, env=env,
                             capture_output=True, text=True, timeout=60)
-    assert result.returncode != 0
-    last_line = result.stderr.strip().splitlines()[-1]
-    assert "needs the safeguards/ folder beside chat.py: copy it too." in last_line
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["200", "True", "False"]
 
 
 def test_registering_fails_at_once_naming_the_versions_if_a_library_moved(monkeypatch):

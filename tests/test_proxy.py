@@ -16,8 +16,8 @@ import urllib.request
 import pytest
 import simple_websocket
 
-import app as chat
-from test_app import TIMEOUT, receive, say, server, wait_until  # noqa: F401
+from chat_helpers import TIMEOUT, receive, say, server, wait_until  # noqa: F401
+from hardened import chat
 
 SLOW_CLIENTS = 200      # the figure: enough to hold every thread of gunicorn's 100
 HEADER_TIMEOUT = 2      # seconds; docs/deploying.md says 10 s, shortened so the test is quick

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import simple_websocket
 
-from test_app import (TIMEOUT, Client, assert_nothing_arrives, close, receive, receive_until,
-                      say, send_numbered, wait_until)
+from chat_helpers import (TIMEOUT, Client, assert_nothing_arrives, close, receive,
+                          receive_until, say, send_numbered, wait_until)
 
 HERE = Path(__file__).parent.parent  # the project
 RECOVERY_LIMIT = 20  # seconds chat may take to work again once Redis is back
@@ -26,14 +26,14 @@ DOWN = 5            # seconds Redis stays dead before it is started again (empty
 SEND_INTERVAL = 0.5  # seconds between one client's messages in the fault tests
 NOT_DELIVERED = {"error": "The message could not be delivered; try again in a moment."}
 # One chat process on a free port of 127.0.0.1, which it prints, as `flask run` serves it.
-SERVE = ("import app, werkzeug.serving as serving; "
-         "httpd = serving.make_server('127.0.0.1', 0, app.create_app(), threaded=True); "
+SERVE = ("import hardened, werkzeug.serving as serving; "
+         "httpd = serving.make_server('127.0.0.1', 0, hardened.create_app(), threaded=True); "
          "print(httpd.server_port, flush=True); httpd.serve_forever()")
 
 
 def test_without_redis_url_redis_is_not_even_imported():
     env = {key: value for key, value in os.environ.items() if key != "REDIS_URL"}
-    code = ("import sys, app; print(sorted(name for name in sys.modules "
+    code = ("import sys, hardened; print(sorted(name for name in sys.modules "
             "if name.split('.')[0] in ('redis', 'redis_bridge')))")
     result = subprocess.run([sys.executable, "-c", code], cwd=HERE, env=env,
                             capture_output=True, text=True, timeout=30)
@@ -45,7 +45,7 @@ def missing_redis():
     if shutil.which("redis-server") is None:
         return "redis-server is not installed (apt-get install redis-server)"
     if importlib.util.find_spec("redis") is None:
-        return "the redis package is not installed (pip install -r requirements-redis.txt)"
+        return "the redis package is not installed (pip install -r hardened/requirements-redis.txt)"
     return None
 
 
@@ -129,7 +129,7 @@ def printed_port(process):
 
 
 def connect(address):
-    # test_app's Client: simple-websocket's leaves a history that came in the handshake's
+    # chat_helpers' Client: simple-websocket's leaves a history that came in the handshake's
     # read unparsed until more arrives, and the chat writes it at once.
     return Client.connect(f"ws://{address}/ws")
 
