@@ -4,7 +4,7 @@ break_it.py's demonstrations breaks the step before its fix and holds from the f
 A checkpoint is the folder workshop/steps/NN-name/, and the last one is the project
 itself. A step's folder is complete, as an attendee's own folder is at that point: the
 files that step changes, and copies of the others as they were at the step before. From
-step 15 on, that includes safeguards/, the project's package, one module at a time.
+step 17 on, that includes safeguards/, the project's package, one module at a time.
 """
 import ast
 import contextlib
@@ -31,7 +31,7 @@ from test_app import Client, raw_handshake
 HERE = pathlib.Path(__file__).parent.parent  # the project
 WORKSHOP = HERE / "workshop"
 STEPS = sorted(p.name for p in (WORKSHOP / "steps").iterdir() if p.is_dir()) + ["final"]
-# What an attendee's folder holds; the modules of safeguards/ arrive from step 15 on,
+# What an attendee's folder holds; the modules of safeguards/ arrive from step 17 on,
 # copied whole.
 FILES = ("app.py", "chat.html", "safeguards/__init__.py", "safeguards/frames.py",
          "safeguards/settings.py", "safeguards/guards.py", "safeguards/limits.py",
@@ -47,12 +47,12 @@ FIXED_BY = {
     "stall": "05-writer",
     "garbage": "07-validate",
     "flood": "08-rate-limit",
-    "pause": "15-whole-frames",
-    "crowd": "16-guards",
-    "oversize": "17-reader",
-    "swarm": "18-limits",
-    "spoof": "19-text-rules",
-    "headers": "20-page",
+    "pause": "17-whole-frames",
+    "crowd": "18-guards",
+    "oversize": "19-reader",
+    "swarm": "20-limits",
+    "spoof": "21-text-rules",
+    "headers": "22-page",
 }
 
 
@@ -72,14 +72,14 @@ CHANGES = {
     "11-log": {"app.py"},
     "12-origin": {"app.py"},
     "13-page": {"chat.html"},
-    "14-speed": {"app.py"},
-    "15-whole-frames": {"app.py", "safeguards/__init__.py", "safeguards/frames.py"},
-    "16-guards": {"app.py", "safeguards/settings.py", "safeguards/guards.py",
+    "16-speed": {"app.py"},
+    "17-whole-frames": {"app.py", "safeguards/__init__.py", "safeguards/frames.py"},
+    "18-guards": {"app.py", "safeguards/settings.py", "safeguards/guards.py",
                   "safeguards/limits.py"},
-    "17-reader": {"app.py", "safeguards/reader.py", "safeguards/websocket.py"},
-    "18-limits": {"app.py", "safeguards/process.py"},
-    "19-text-rules": {"app.py", "safeguards/text_rules.py"},
-    "20-page": {"app.py", "chat.html", "safeguards/headers.py", "safeguards/selfcheck.py"},
+    "19-reader": {"app.py", "safeguards/reader.py", "safeguards/websocket.py"},
+    "20-limits": {"app.py", "safeguards/process.py"},
+    "21-text-rules": {"app.py", "safeguards/text_rules.py"},
+    "22-page": {"app.py", "chat.html", "safeguards/headers.py", "safeguards/selfcheck.py"},
 }
 
 
@@ -126,7 +126,7 @@ def imported_modules(path):
 
 
 def app_of(module):
-    """The app a checkpoint's app.py serves: from step 18 on, create_app() makes it."""
+    """The app a checkpoint's app.py serves: from step 20 on, create_app() makes it."""
     return module.create_app() if hasattr(module, "create_app") else module.app
 
 
@@ -428,7 +428,7 @@ def test_from_09_a_client_far_behind_is_hung_up_on(serve, step, monkeypatch):
 @pytest.mark.parametrize("step", STEPS[STEPS.index("10-ping"):])
 def test_from_10_the_server_pings(serve, step):
     _, module = serve(step)
-    if hasattr(module, "SOCKET_OPTIONS"):  # from step 17 on, the chat's route's own
+    if hasattr(module, "SOCKET_OPTIONS"):  # from step 19 on, the chat's route's own
         options = module.SOCKET_OPTIONS
     else:
         options = app_served(module).config["SOCK_SERVER_OPTIONS"]
@@ -460,8 +460,8 @@ def test_from_13_the_page_shows_its_status(serve, step):
     assert 'id="status"' in page(address)
 
 
-@pytest.mark.parametrize("step", STEPS[STEPS.index("14-speed"):])
-def test_from_14_compression_is_declined(serve, step):
+@pytest.mark.parametrize("step", STEPS[STEPS.index("16-speed"):])
+def test_from_16_compression_is_declined(serve, step):
     address, _ = serve(step)
     s, head = raw_handshake(address, extensions="permessage-deflate")
     s.close()
@@ -491,10 +491,10 @@ def read_frames(s, parser, quiet=1):
 # 6 s a step, so at the step that brings safeguards/frames.py and at the end: the steps
 # between hold byte-identical copies of it (see above).
 @pytest.mark.slow  # a learner's pytest has test_app.py's quicker check
-@pytest.mark.parametrize("step", ["15-whole-frames", "final"])
-def test_from_15_a_slow_reader_gets_whole_frames_then_the_end(serve, step, monkeypatch):
+@pytest.mark.parametrize("step", ["17-whole-frames", "final"])
+def test_from_17_a_slow_reader_gets_whole_frames_then_the_end(serve, step, monkeypatch):
     """A client stops reading for longer than the send timeout, reads on, then stops for
-    good. At step 14, ws.send() gave up part-way through a frame when the timeout passed,
+    good. At step 16, ws.send() gave up part-way through a frame when the timeout passed,
     and the next frame followed: a corrupt stream (break_it.py pause shows it)."""
     address, module = serve(step)
     monkeypatch.setattr(module, "SEND_TIMEOUT", 2)
@@ -511,8 +511,8 @@ def test_from_15_a_slow_reader_gets_whole_frames_then_the_end(serve, step, monke
         say(ada, f"{n} " + "x" * 900)
     for n in range(300):
         receive(ada)  # all sent: the send to slow has stopped part-way, and waits
-    # At step 14 that send gives up part-way after SEND_TIMEOUT, and the next one waits
-    # to go on after the cut: read on in between. (From step 15 on, all goes out whole.)
+    # At step 16 that send gives up part-way after SEND_TIMEOUT, and the next one waits
+    # to go on after the cut: read on in between. (From step 17 on, all goes out whole.)
     time.sleep(module.SEND_TIMEOUT * 1.25)
     read_frames(slow, parser)
     for n in range(300):  # now it reads nothing more: hung up on, after whole frames
@@ -523,8 +523,8 @@ def test_from_15_a_slow_reader_gets_whole_frames_then_the_end(serve, step, monke
     ada.close()
 
 
-@pytest.mark.parametrize("step", STEPS[STEPS.index("16-guards"):])
-def test_from_16_a_bad_handshake_gets_a_400_in_words(serve, step):
+@pytest.mark.parametrize("step", STEPS[STEPS.index("18-guards"):])
+def test_from_18_a_bad_handshake_gets_a_400_in_words(serve, step):
     address, _ = serve(step)
     s, head = raw_handshake(address, key="not sixteen bytes")
     body = s.recv(1000)
@@ -532,11 +532,11 @@ def test_from_16_a_bad_handshake_gets_a_400_in_words(serve, step):
     assert head.startswith("HTTP/1.1 400") and b"Sec-WebSocket-Key must be" in body
 
 
-@pytest.mark.parametrize("step", STEPS[STEPS.index("16-guards"):])
-def test_from_16_one_address_may_not_fill_the_room(serve, step):
+@pytest.mark.parametrize("step", STEPS[STEPS.index("18-guards"):])
+def test_from_18_one_address_may_not_fill_the_room(serve, step):
     address, module = serve(step)
     room = room_of(address, module, limits_of(module).CONNECTIONS_PER_ADDRESS)
-    if step < "17":  # step 16 refuses the handshake
+    if step < "19":  # step 18 refuses the handshake
         with pytest.raises(simple_websocket.ConnectionError) as refused:
             connect(address)
         assert refused.value.status_code == 429
@@ -550,12 +550,12 @@ def test_from_16_one_address_may_not_fill_the_room(serve, step):
         ws.close()
 
 
-@pytest.mark.parametrize("step", STEPS[STEPS.index("17-reader"):])
-def test_from_17_the_handler_hears_a_close_at_once(serve, step):
+@pytest.mark.parametrize("step", STEPS[STEPS.index("19-reader"):])
+def test_from_19_the_handler_hears_a_close_at_once(serve, step):
     """Too big a frame: the library closes with 1009. Before reader.py, the handler
     noticed only when its receive() woke up, 25 s later, holding its place meanwhile.
     Not always: the library wakes it just before it marks the connection closed, and a
-    handler quick enough sees the mark (about 1 in 4 at step 16); so five of them."""
+    handler quick enough sees the mark (about 1 in 4 at step 18); so five of them."""
     address, module = serve(step)
     room = room_of(address, module, 5)
     for ws in room:
@@ -563,8 +563,8 @@ def test_from_17_the_handler_hears_a_close_at_once(serve, step):
     wait_until(lambda: len(module.clients) == 0)
 
 
-@pytest.mark.parametrize("step", STEPS[STEPS.index("18-limits"):])
-def test_from_18_an_address_is_limited_whatever_its_connections(serve, step, monkeypatch):
+@pytest.mark.parametrize("step", STEPS[STEPS.index("20-limits"):])
+def test_from_20_an_address_is_limited_whatever_its_connections(serve, step, monkeypatch):
     address, module = serve(step)
     limits = limits_of(module)
     monkeypatch.setattr(limits, "MESSAGES_BURST", 30)
@@ -586,8 +586,8 @@ def test_from_18_an_address_is_limited_whatever_its_connections(serve, step, mon
         ws.close()
 
 
-@pytest.mark.parametrize("step", STEPS[STEPS.index("19-text-rules"):])
-def test_from_19_a_reversed_name_is_refused_in_words(serve, step):
+@pytest.mark.parametrize("step", STEPS[STEPS.index("21-text-rules"):])
+def test_from_21_a_reversed_name_is_refused_in_words(serve, step):
     address, module = serve(step)
     (ada,) = room_of(address, module, 1)
     say(ada, "hello", name="\u202eevil")
@@ -597,8 +597,8 @@ def test_from_19_a_reversed_name_is_refused_in_words(serve, step):
     ada.close()
 
 
-@pytest.mark.parametrize("step", STEPS[STEPS.index("20-page"):])
-def test_from_20_the_page_comes_with_its_content_security_policy(serve, step):
+@pytest.mark.parametrize("step", STEPS[STEPS.index("22-page"):])
+def test_from_22_the_page_comes_with_its_content_security_policy(serve, step):
     address, _ = serve(step)
     with urllib.request.urlopen(f"http://{address}/", timeout=TIMEOUT) as response:
         policy = response.headers["Content-Security-Policy"]
