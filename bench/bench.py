@@ -11,7 +11,7 @@ asyncio process with many websocket clients that behave like browsers: they offe
 permessage-deflate and never stop reading (`max_queue=None`: a page's onmessage queue has
 no limit, so a browser never pushes back on the server). The servers, in one run:
 
-    ours             app.py under `flask run`
+    ours             the hardened chat, hardened/, under `flask --app hardened run`
     naive            peers/naive_flask_sock.py: a set, a lock, ws.send() in the loop
     sio-threading    peers/socketio_threading.py: Flask-SocketIO, async_mode="threading"
     sio-gevent       peers/socketio_gevent.py: Flask-SocketIO on gevent, as its docs advise
@@ -40,7 +40,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosedOK
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-PROJECT = os.path.dirname(HERE)  # where app.py is, and flask runs
+PROJECT = os.path.dirname(HERE)  # where hardened/ is, and flask runs
 PEERS = os.path.join(HERE, "peers")
 CONNECT_BATCH = 100     # Werkzeug listens with a backlog of 128: connect fewer at once
 OPEN_FILES = 20_000     # one socket per client, on both sides of the loopback
@@ -72,8 +72,8 @@ def main():
     parser.add_argument("--sizes", metavar="N,N,..", help="the sweep's sizes, e.g. 250,500")
     parser.add_argument("--picture", metavar="PNG",
                         help="draw the sweep here (default, full run: docs/bench-sweep.png)")
-    parser.add_argument("--app", default=os.path.join(PROJECT, "app.py"),
-                        help="the chat to measure as 'ours' (default: app.py)")
+    parser.add_argument("--app", default=os.path.join(PROJECT, "hardened"),
+                        help="the chat to measure as 'ours' (default: hardened/)")
     args = parser.parse_args()
     sizes = dict(QUICK if args.quick else FULL)
     if args.sizes:
@@ -133,9 +133,10 @@ def flask_run(app):
 
 
 # Every bench client comes from 127.0.0.1, where a real room's come from many addresses:
-# lift the limits safeguards/limits.py shares among one address's connections (the per-connection
-# limits in app.py stay), then start `flask run` as the command line would.
-OURS_RUN = ("import sys; from safeguards import limits; "
+# lift the limits hardened/safeguards/limits.py shares among one address's connections (the
+# per-connection limits in hardened/chat.py stay), then start `flask run` as the command line
+# would.
+OURS_RUN = ("import sys; from hardened.safeguards import limits; "
             "limits.CONNECTIONS_PER_ADDRESS = limits.MESSAGES_BURST = 10**9; "
             "limits.READ_BYTES_BURST = 10**12; "
             "from flask.cli import main; sys.argv[0] = 'flask'; main()")

@@ -4,8 +4,8 @@
     python bench/overload.py --senders 100 --seconds 20
     python bench/overload.py --glibc-defaults    # without docs/deploying.md's tunable
 
-Starts app.py under `flask run`, with its default settings and the environment
-docs/deploying.md advises (SERVER_ENVIRONMENT), and connects, each from an
+Starts the hardened chat (hardened/) under `flask run`, with its default settings and
+the environment docs/deploying.md advises (SERVER_ENVIRONMENT), and connects, each from an
 address of its own on the loopback (127.0.1.1 onwards: no per-address limit applies), one
 observer that sends nothing and `--senders` clients that each send the largest message
 the chat accepts 5 times a second, its per-connection limit. 300 senders offer 1,500
@@ -36,9 +36,9 @@ import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-PROJECT = os.path.dirname(HERE)  # where app.py is
-RATE = 5                  # messages a second from each sender: app.py's RATE_PER_SECOND
-MESSAGE_CHARS = 1000      # app.py's MAX_MESSAGE_CHARS: the largest message accepted
+PROJECT = os.path.dirname(HERE)  # where hardened/ is
+RATE = 5                  # messages a second from each sender: the chat's RATE_PER_SECOND
+MESSAGE_CHARS = 1000      # the chat's MAX_MESSAGE_CHARS: the largest message accepted
 SAMPLERS = 10             # senders that parse everything, in the observer's process
 LAG_BOUND = 5             # seconds from sending to the observer, at most
 AFTER_LEAVING_BOUND = 5   # seconds a message may still be broadcast after its sender left
@@ -59,7 +59,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--senders", type=int, default=300)
     parser.add_argument("--seconds", type=int, default=60)
-    parser.add_argument("--app", default=os.path.join(PROJECT, "app.py"))
+    parser.add_argument("--app", default=os.path.join(PROJECT, "hardened"))
     parser.add_argument("--glibc-defaults", action="store_true",
                         help="start the server without SERVER_ENVIRONMENT")
     parser.add_argument("--observe", metavar="PORT", type=int, help=argparse.SUPPRESS)

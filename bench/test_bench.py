@@ -70,8 +70,8 @@ def test_socketio_frames_are_judged_and_pings_answered():
 
 
 def test_the_command_that_starts_ours_finds_the_modules_it_patches():
-    """It imported `limits` from the top level, which moved into safeguards/: the bench
-    could not start our chat at all, and no quick test noticed."""
+    """It imported `limits` from the top level, which moved into safeguards/ (now in
+    hardened/): the bench could not start our chat at all, and no quick test noticed."""
     import subprocess
     import sys
     preamble = bench.OURS_RUN.split("from flask.cli")[0]
