@@ -1,5 +1,5 @@
-"""Draw docs/threads.png: the chat's connections, threads, queues and lock, as app.py
-runs them. Two connections are drawn in full; every other one is the same, and one
+"""Draw docs/threads.png: the hardened chat's connections, threads, queues and lock, as
+hardened/chat.py runs them. Two connections are drawn in full; every other one is the same, and one
 thread, the room's sender, writes to them all.
 
 Run it from the project's folder, with matplotlib installed (pip install matplotlib):
@@ -168,7 +168,7 @@ def main():
     ax.set_xlim(0, WIDTH)
     ax.set_ylim(0, HEIGHT)
     ax.axis("off")
-    ax.text(0.5, 73.5, "How app.py serves the room: two threads per connection, one sender"
+    ax.text(0.5, 73.5, "How hardened/chat.py serves the room: two threads per connection, one sender"
             " for the whole room, one lock for what they share", fontsize=FONT + 4,
             fontweight="bold", va="top")
 

@@ -1,8 +1,8 @@
-"""Make the screenshots in docs/: two people chatting, as seen in Ada's window, in the
-light and the dark scheme, at desktop and at phone size. docs/screenshot.png is the
-README's.
+"""Make the screenshots in docs/: two people chatting in the hardened chat (hardened/), as
+seen in Ada's window, in the light and the dark scheme, at desktop and at phone size.
 
-Run it from the project's folder, with what the browser tests need (see test_browser.py):
+Run it from the project's folder, with what the browser tests need
+(tests/requirements-browser.txt, and chromium: see tests/test_browser.py):
 
     python docs/screenshot.py
 """
