@@ -26,10 +26,14 @@ import simple_websocket
 import wsproto.frame_protocol
 from werkzeug.serving import make_server
 
-from test_app import Client, raw_handshake
+from chat_helpers import Client, raw_handshake
 
 HERE = pathlib.Path(__file__).parent.parent  # the project
 WORKSHOP = HERE / "workshop"
+# The finished chat, the last checkpoint's files as a package: its chat.py is a step's
+# app.py, which imports the package's safeguards/ relatively (see normalised()).
+HARDENED = HERE / "hardened"
+FINAL_NAMES = {"app.py": "chat.py"}
 STEPS = sorted(p.name for p in (WORKSHOP / "steps").iterdir() if p.is_dir()) + ["final"]
 # What an attendee's folder holds; the modules of safeguards/ arrive from step 17 on,
 # copied whole.
@@ -84,13 +88,24 @@ CHANGES = {
 
 
 def folder_of(step):
-    return HERE if step == "final" else WORKSHOP / "steps" / step
+    return HARDENED if step == "final" else WORKSHOP / "steps" / step
+
+
+def path_at(step, name):
+    """A file of the chat at that step, by the name a checkpoint gives it."""
+    return folder_of(step) / (FINAL_NAMES.get(name, name) if step == "final" else name)
 
 
 def files_at(step):
     """The chat's files at that step (its folder is complete), by name."""
-    return {name: folder_of(step) / name for name in FILES
-            if (folder_of(step) / name).exists()}
+    return {name: path_at(step, name) for name in FILES if path_at(step, name).exists()}
+
+
+def normalised(path):
+    """A file's text with its import lines as a checkpoint has them: the package's
+    chat.py imports `.safeguards`, a flat folder's app.py `safeguards`."""
+    return path.read_text(encoding="utf-8").replace("from .safeguards import",
+                                                    "from safeguards import")
 
 
 def kit_files(step):
@@ -102,14 +117,18 @@ def kit_files(step):
 
 
 def assemble(step, folder):
+    """A flat folder as an attendee's is at that step: the finished chat's too."""
     for file_name, path in files_at(step).items():
         (folder / file_name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(path, folder / file_name)
+        if path.suffix == ".py":
+            (folder / file_name).write_text(normalised(path), encoding="utf-8")
+        else:
+            shutil.copy(path, folder / file_name)
 
 
 def imported_modules(path):
     """The files of safeguards/ that a Python file imports, as FILES names them."""
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    for node in ast.walk(ast.parse(normalised(path))):
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 1:  # inside the package
@@ -294,8 +313,8 @@ def page(address, headers=None):
 def test_the_steps_are_numbered_in_order_and_the_last_is_the_project():
     numbers = [int(step.split("-")[0]) for step in STEPS[:-1]]
     assert numbers == list(range(1, len(numbers) + 1))
-    assert files_at("final") == {name: HERE / name for name in FILES}
-    package = {f"safeguards/{path.name}" for path in (HERE / "safeguards").glob("*.py")}
+    assert files_at("final") == {name: path_at("final", name) for name in FILES}
+    package = {f"safeguards/{path.name}" for path in (HARDENED / "safeguards").glob("*.py")}
     assert package <= set(FILES), "a module of safeguards/ that no step brings"
     assert set(FIXED_BY.values()) <= set(STEPS)
 
@@ -330,7 +349,7 @@ def test_a_steps_own_tests_pass_in_its_folder(step):
 
 def test_the_project_changes_the_last_step():
     earlier, now = files_at(STEPS[-2]), files_at("final")
-    assert any(name not in earlier or earlier[name].read_text() != path.read_text()
+    assert any(name not in earlier or normalised(earlier[name]) != normalised(path)
                for name, path in now.items())
 
 
@@ -342,7 +361,7 @@ def test_a_module_in_a_step_is_the_projects_own(step):
     for name, path in kit_files(step).items():
         if name not in ("app.py", "chat.html", "test_app.py"):
             assert name.startswith("safeguards/"), f"{path}: the modules are in safeguards/"
-            assert path.read_text() == (HERE / name).read_text(), path
+            assert path.read_text() == path_at("final", name).read_text(), path
 
 
 @pytest.mark.parametrize("step", STEPS)
