@@ -1,8 +1,10 @@
-"""A multi-user chat: every message sent to /ws goes to everyone connected.
+"""A chat room: every message sent to the websocket goes to everyone connected.
 
-Start it with `flask run`, then open http://127.0.0.1:5000 in two windows.
+Run it with `flask run`, then open http://127.0.0.1:5000 in two windows. To add it to an
+app of your own, at any prefix: app.register_blueprint(chat.bp, url_prefix="/chat").
 """
 import collections
+import contextlib
 import json
 import logging
 import queue
@@ -12,88 +14,131 @@ import sys
 import threading
 import time
 
-from flask import Flask, g, request, send_file
+from flask import Blueprint, Flask, current_app, g, request, send_from_directory
 from flask_sock import Sock
 
+# What works around the libraries, or guards the door: the folder beside this file.
 from safeguards import frames, guards, limits
 
 HISTORY_SIZE = 10            # messages a newcomer is shown on arrival
 MAX_MESSAGE_CHARS = 1000     # a long paragraph; more is a paste that floods every screen
 MAX_NAME_CHARS = 32          # fits on one line beside the message
-MAX_FRAME_CHARS = 64 * 1024  # the library closes with 1009 before we read anything bigger
+MAX_FRAME_BYTES = 16 * 1024  # the library closes with 1009 before we read anything bigger
 RATE_BURST = 20              # messages one connection may send at once...
 RATE_PER_SECOND = 5          # ...and on average after that: faster than anyone types
-OUTBOX_LIMIT = 2000          # frames waiting for one client; more means it is stuck
+OUTBOX_SIZE = 500            # frames waiting for one tab; more means it stopped reading
 SEND_TIMEOUT = 10            # seconds a socket may accept nothing before we give up on it
 SEND_BUFFER = 64 * 1024      # kernel bytes per client: plenty for chat, little to pin
 PING_INTERVAL = 25           # seconds; finds peers that vanished without saying goodbye
-# The settings, for a LAN, the internet or a classroom: see safeguards/settings.py.
-WAKE_INTERVAL = 25           # seconds; see receive_messages (each wake-up costs CPU)
+WAKE_INTERVAL = 0.5          # seconds; see receive_messages()
+CLOSE_WAIT = 1               # seconds the library has to finish a close handshake
 # One message to thousands of people wakes thousands of writer threads, all queueing for
 # the GIL; at Python's default 5 ms interval they pass it round so often that the
 # broadcast takes seconds. No thread here computes for long, so switch less often.
 SWITCH_INTERVAL = 0.5        # seconds
+# The settings, for a LAN, the internet or a classroom: see safeguards/settings.py.
 
-sys.setswitchinterval(SWITCH_INTERVAL)
-
-app = Flask(__name__)
-app.logger.setLevel(logging.INFO)
-app.config["SOCK_SERVER_OPTIONS"] = {
-    "ping_interval": PING_INTERVAL,
-    "max_message_size": MAX_FRAME_CHARS,
-}
-sock = Sock(app)
+bp = Blueprint("chat", __name__)  # the page and its socket, for any app at any prefix
+sock = Sock()
 
 # Many threads join, leave and broadcast at once, so one lock guards both.
-clients = {}  # each open websocket -> the queue of frames its writer sends
+clients = set()  # (websocket, outbox) for each open connection
 history = collections.deque(maxlen=HISTORY_SIZE)  # the newest frames, oldest first
 clients_lock = threading.Lock()
 
 
-@app.get("/")
+def create_app():
+    """The chat alone, as `flask run` serves it."""
+    sys.setswitchinterval(SWITCH_INTERVAL)  # for the whole process: see above
+    app = Flask(__name__)
+    app.logger.setLevel(logging.INFO)  # joins and leaves
+    app.register_blueprint(bp)
+    return app
+
+
+@bp.record_once
+def set_socket_options(state):
+    # flask-sock reads its options from the app's config, for every websocket of the app:
+    # the chat adds its own, and keeps any the app has set.
+    options = state.app.config.setdefault("SOCK_SERVER_OPTIONS", {})
+    options.setdefault("ping_interval", PING_INTERVAL)
+    options.setdefault("max_message_size", MAX_FRAME_BYTES)
+
+
+@bp.before_request
+def guard_the_door():
+    """For the websocket alone: guards.py's checks at the door, then limits.py's count."""
+    if request.url_rule is None or not request.url_rule.websocket:
+        return None
+    refused = guards.refusal()  # host, handshake, Origin; and compression declined
+    if refused is not None:
+        return refused
+    address = guards.client_address()
+    refused = limits.admit(address)  # why not, in a sentence; or None
+    if refused is not None:
+        return guards.plain_error(429, refused)  # Too Many Requests
+    g.admitted = address  # counted until the request is over: see below
+    return None
+
+
+@bp.teardown_request
+def release_the_address(error):
+    address = g.pop("admitted", None)
+    if address is not None:
+        limits.release(address)
+
+
+@bp.get("/")
 def index():
-    return send_file("chat.html")
+    return send_from_directory(bp.root_path, "chat.html")
 
 
-@sock.route("/ws")
+@sock.route("/ws", bp=bp)
 def chat(ws):
     tune_socket(ws.sock)
     frames.share_socket(ws)  # from now on every write on it goes out whole
-    outbox = join(ws)
-    # The only thread that sends on this socket: two senders corrupt the stream.
-    writer = threading.Thread(target=write_frames, args=(ws, outbox))
-    writer.start()
+    client = (ws, queue.Queue(maxsize=OUTBOX_SIZE))
+    # The only thread that sends on this socket, so a slow reader keeps only itself waiting.
+    threading.Thread(target=write_frames, args=client, daemon=True).start()
+    join(client)
     try:
-        receive_messages(ws, outbox)
+        receive_messages(client)
     finally:
-        leave(ws)
-        outbox.put(None)
-        writer.join()  # flask-sock sends its close frame after we return
+        leave(client)
+        finish(client)
 
 
-def join(ws):
-    outbox = queue.SimpleQueue()  # the lightest thread-safe queue
+def join(client):
     with clients_lock:  # so no message slips between the history and live ones
         for frame in history:
-            outbox.put(frame)
-        clients[ws] = outbox
+            client[1].put_nowait(frame)
+        clients.add(client)
         count = len(clients)
-    app.logger.info("%s joined, %d connected", request.remote_addr, count)
-    return outbox
+    current_app.logger.info("%s joined, %d connected", request.remote_addr, count)
 
 
-def leave(ws):
+def leave(client):
     with clients_lock:
-        del clients[ws]
+        clients.discard(client)
         count = len(clients)
-    app.logger.info("%s left, %d connected", request.remote_addr, count)
+    current_app.logger.info("%s left, %d connected", request.remote_addr, count)
 
 
-def receive_messages(ws, outbox):
-    allowance, last_check = RATE_BURST, time.monotonic()
+def broadcast(message):
+    text = json.dumps(message)  # in \u escapes: a lone "\ud800" cannot break a writer
+    # Servers do not mask their frames, so one frame's bytes suit every client.
+    frame = frames.text_frame(text)
+    with clients_lock:  # one lock, so every client gets the frames in one order
+        history.append(frame)
+        for client in clients:
+            send_to(client, frame)
+
+
+def receive_messages(client):
+    ws, allowance, last_check = client[0], RATE_BURST, time.monotonic()
     while True:
-        # simple-websocket can close (1009) without waking a receive() that has
-        # no timeout, so wake up now and then: it raises ConnectionClosed then.
+        # simple-websocket can close (1009) without waking a receive() that waits for
+        # ever; one that wakes now and then raises ConnectionClosed on its next call.
         frame = ws.receive(timeout=WAKE_INTERVAL)
         if frame is None:
             continue
@@ -105,8 +150,8 @@ def receive_messages(ws, outbox):
                 raise ValueError("You are sending too fast; wait a moment.")
             allowance -= 1
             broadcast(parse_message(frame))
-        except ValueError as error:  # bad input: tell the sender alone
-            queue_frame(ws, outbox, frames.text_frame(json.dumps({"error": str(error)})))
+        except ValueError as error:  # bad input: tell the sender alone, in its turn
+            send_to(client, frames.text_frame(json.dumps({"error": str(error)})))
 
 
 def parse_message(frame):
@@ -127,67 +172,44 @@ def parse_message(frame):
         raise ValueError('"name" must be a string.')
     name, message = (name or "").strip(), message.strip()
     if not 1 <= len(message) <= MAX_MESSAGE_CHARS:
-        raise ValueError(f'"message" must be 1 to {MAX_MESSAGE_CHARS} characters.')
+        raise ValueError(f"A message has 1 to {MAX_MESSAGE_CHARS:,} characters;"
+                         f" yours has {len(message):,}.")
     if len(name) > MAX_NAME_CHARS:
-        raise ValueError(f'"name" must be at most {MAX_NAME_CHARS} characters.')
-    try:  # a lone surrogate such as "\ud800" would break every client's writer
-        (name + message).encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("That text contains invalid characters.") from None
+        raise ValueError(f"A name has at most {MAX_NAME_CHARS} characters; yours has {len(name)}.")
     return {"name": name or "anonymous", "message": message}
 
 
-def broadcast(message):
-    frame = json.dumps(message, ensure_ascii=False)
-    deliver(frame)
-
-
-def deliver(text):
-    # Servers do not mask their frames, so one frame's bytes suit every client.
-    frame = frames.text_frame(text)
-    with clients_lock:  # one lock, so every client gets the frames in one order
-        history.append(frame)
-        for ws, outbox in clients.items():
-            queue_frame(ws, outbox, frame)
-
-
-def queue_frame(ws, outbox, frame):
+def send_to(client, frame):
     """Hand a frame to the client's writer; never wait for the client itself."""
-    if outbox.qsize() >= OUTBOX_LIMIT:
-        hang_up(ws)  # this far behind, it is stuck: drop it, not everyone else
-    else:
-        outbox.put(frame)
+    ws, outbox = client
+    try:
+        outbox.put_nowait(frame)
+    except queue.Full:  # this far behind, it stopped reading: drop it, not everyone else
+        hang_up(ws)
 
 
 def write_frames(ws, outbox):
     try:
         for frame in iter(outbox.get, None):
-            if not frames.send_whole(ws, [frame, *frames_waiting(outbox)]):
+            if not frames.send_whole(ws, [frame]):
                 return  # the connection is closing: the library says goodbye
     except Exception:  # reset, SEND_TIMEOUT passed, or anything else: it is over
         hang_up(ws)
 
 
-def frames_waiting(outbox):
-    """The frames queued behind the one taken, to send them all in one write."""
-    waiting, size = [], 0
-    # Up to what the kernel holds for the client: a bigger write would only wait there.
-    while size < SEND_BUFFER and not outbox.empty():  # we are its only reader
-        frame = outbox.get()
-        if frame is None:  # the connection is over: leave the end for the loop
-            outbox.put(None)
-            break
-        waiting.append(frame)
-        size += len(frame)
-    return waiting
-
-
 def hang_up(ws):
     """Cut the connection at the socket: it wakes every thread blocked on it."""
-    try:
+    with contextlib.suppress(OSError):  # already closed
         ws.sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass  # already closed
+
+
+def finish(client):
+    """End the connection with nothing on the wire after the close frame."""
+    ws, outbox = client
+    ws.thread.join(CLOSE_WAIT)  # the library's reader writes the close frame, and ends...
+    hang_up(ws)  # ...then no more: Werkzeug would write "HTTP/1.1 200 OK" after it
+    with contextlib.suppress(queue.Full):  # if full, the writer's next send fails
+        outbox.put_nowait(None)  # the writer ends
 
 
 def tune_socket(sock):
@@ -200,26 +222,3 @@ def tune_socket(sock):
     else:
         timeout = struct.pack("ll", SEND_TIMEOUT, 0)  # struct timeval
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeout)
-
-
-@app.before_request
-def guard_the_door():
-    """For the websocket alone: guards.py's checks at the door, then limits.py's count."""
-    if request.path != "/ws":
-        return None
-    refused = guards.refusal()  # host, handshake, Origin; and compression declined
-    if refused is not None:
-        return refused
-    address = guards.client_address()
-    refused = limits.admit(address)  # why not, in a sentence; or None
-    if refused is not None:
-        return guards.plain_error(429, refused)  # Too Many Requests
-    g.admitted = address  # counted until the request is over: see below
-    return None
-
-
-@app.teardown_request
-def release_the_address(error):
-    address = g.pop("admitted", None)
-    if address is not None:
-        limits.release(address)
