@@ -63,8 +63,8 @@ FIXED_BY = {
 # What each step changes, as the table in workshop/steps/README.md says: every other file
 # in its folder is a copy of the step before's.
 CHANGES = {
-    "01-echo": {"app.py", "chat.html"},
-    "02-broadcast": {"app.py"},
+    "01-echo": {"app.py"},  # the page is written at step 02
+    "02-broadcast": {"app.py", "chat.html"},
     "03-leave": {"app.py"},
     "04-lock": {"app.py"},
     "05-writer": {"app.py"},
@@ -76,6 +76,8 @@ CHANGES = {
     "11-log": {"app.py"},
     "12-origin": {"app.py"},
     "13-page": {"chat.html"},
+    "14-blueprint": {"app.py"},
+    "15-clean-close": {"app.py"},
     "16-speed": {"app.py"},
     "17-whole-frames": {"app.py", "safeguards/__init__.py", "safeguards/frames.py"},
     "18-guards": {"app.py", "safeguards/settings.py", "safeguards/guards.py",
@@ -378,7 +380,7 @@ def test_a_step_has_every_module_its_files_import(step):
 
 def test_01_echo_sends_back_what_it_gets(serve):
     address, _ = serve("01-echo")
-    assert 'id="message"' in page(address)
+    assert not (folder_of("01-echo") / "chat.html").exists()  # Part 1 writes it at step 02
     ws = connect(address)
     ws.send("hello")
     assert receive(ws) == "hello"
@@ -436,11 +438,18 @@ def test_from_08_a_flood_is_refused(serve, step):
 @pytest.mark.parametrize("step", STEPS[STEPS.index("09-stuck"):])
 def test_from_09_a_client_far_behind_is_hung_up_on(serve, step, monkeypatch):
     address, module = serve(step)
-    monkeypatch.setattr(module, "OUTBOX_LIMIT", 0)  # everyone is too far behind
+    if hasattr(module, "OUTBOX_LIMIT"):  # the finished chat's: everyone is too far behind
+        monkeypatch.setattr(module, "OUTBOX_LIMIT", 0)
+        messages = ["hello"]
+    else:  # Part 1's bounded queue: room for one frame, and a writer that takes none
+        monkeypatch.setattr(module, "OUTBOX_SIZE", 1)
+        monkeypatch.setattr(module, "write_frames", lambda ws, outbox: None)
+        messages = ["hello", "and again"]  # the second finds the outbox full
     if hasattr(module, "frames"):  # the final chat writes at once what need not wait:
         monkeypatch.setattr(module.frames, "DONT_WAIT", None)  # as on Windows, none
     (ada,) = room_of(address, module, 1)
-    say(ada, "hello")
+    for message in messages:
+        say(ada, message)
     wait_until(lambda: len(module.clients) == 0)
 
 
@@ -477,6 +486,73 @@ def test_from_12_other_sites_are_refused(serve, step):
 def test_from_13_the_page_shows_its_status(serve, step):
     address, _ = serve(step)
     assert 'id="status"' in page(address)
+
+
+# Part 1 ends at the top-level chat: its last checkpoint is app.py and chat.html, whole.
+PART_1_END = "15-clean-close"
+
+
+@pytest.mark.parametrize("name", ["app.py", "chat.html", "test_app.py"])
+def test_part_1_ends_with_the_top_level_chat_byte_for_byte(name):
+    assert (folder_of(PART_1_END) / name).read_bytes() == (HERE / name).read_bytes()
+
+
+def client_frame(payload, opcode=0x1):
+    """One frame as a client sends it: masked, its length in 7, 16 or 64 bits."""
+    if len(payload) < 126:
+        head = bytes([0x80 | opcode, 0x80 | len(payload)])
+    elif len(payload) < 1 << 16:
+        head = bytes([0x80 | opcode, 0x80 | 126]) + len(payload).to_bytes(2, "big")
+    else:
+        head = bytes([0x80 | opcode, 0x80 | 127]) + len(payload).to_bytes(8, "big")
+    mask = os.urandom(4)
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+def until_closed(s):
+    """What the server sends until it closes the socket: the frames up to its close frame,
+    the bytes after that frame, and how long the socket stayed open after we sent."""
+    started, data = time.monotonic(), b""
+    s.settimeout(TIMEOUT)
+    while chunk := s.recv(65536):  # a timeout here fails the test
+        data += chunk
+    took = time.monotonic() - started
+    frames = []
+    while data and (not frames or frames[-1][0] != 0x8):
+        length, start = data[1] & 0x7F, 2
+        if length == 126:
+            length, start = int.from_bytes(data[2:4], "big"), 4
+        frames.append((data[0] & 0x0F, data[start:start + length]))
+        data = data[start + length:]
+    return frames, data, took
+
+
+def frame_limit(module):
+    return getattr(module, "MAX_FRAME_BYTES", None) or module.MAX_FRAME_CHARS
+
+
+@pytest.mark.parametrize("step", STEPS[STEPS.index(PART_1_END):])
+@pytest.mark.parametrize("close", ["the client's", "too big"])
+def test_from_15_a_close_is_the_last_thing_on_the_wire(serve, step, close):
+    """Under Werkzeug, flask-sock lets the server write "HTTP/1.1 200 OK" after the close
+    frame, and a browser then shows "Invalid frame header" instead of the close's code
+    and reason. From the end of Part 1 on, nothing follows it, and the socket closes
+    within a second."""
+    address, module = serve(step)
+    s, head = raw_handshake(address)
+    assert " 101 " in head
+    wait_until(lambda: len(module.clients) == 1)
+    if close == "too big":
+        s.sendall(client_frame(b"x" * (frame_limit(module) + 1)))
+    else:
+        s.sendall(client_frame((1000).to_bytes(2, "big"), opcode=0x8))
+    frames, after, took = until_closed(s)
+    s.close()
+    opcode, payload = frames[-1]
+    assert opcode == 0x8, frames
+    assert int.from_bytes(payload[:2], "big") == (1009 if close == "too big" else 1000)
+    assert after == b"", after[:60]
+    assert took < 1, f"the socket stayed open {took:.1f} s after the close"
 
 
 @pytest.mark.parametrize("step", STEPS[STEPS.index("16-speed"):])

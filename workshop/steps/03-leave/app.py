@@ -1,6 +1,6 @@
-"""A multi-user chat: every message sent to /ws goes to everyone connected.
+"""A chat room: every message sent to the websocket goes to everyone connected.
 
-Start it with `flask run`, then open http://127.0.0.1:5000 in two windows.
+Run it with `flask run`, then open http://127.0.0.1:5000 in two windows.
 """
 from flask import Flask, send_file
 from flask_sock import Sock

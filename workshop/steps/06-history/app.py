@@ -1,6 +1,6 @@
-"""A multi-user chat: every message sent to /ws goes to everyone connected.
+"""A chat room: every message sent to the websocket goes to everyone connected.
 
-Start it with `flask run`, then open http://127.0.0.1:5000 in two windows.
+Run it with `flask run`, then open http://127.0.0.1:5000 in two windows.
 """
 import collections
 import queue
@@ -15,7 +15,7 @@ app = Flask(__name__)
 sock = Sock(app)
 
 # Many threads join, leave and broadcast at once, so one lock guards both.
-clients = {}  # each open websocket -> the queue of frames its writer sends
+clients = set()  # (websocket, outbox) for each open connection
 history = collections.deque(maxlen=HISTORY_SIZE)  # the newest frames, oldest first
 clients_lock = threading.Lock()
 
@@ -27,47 +27,55 @@ def index():
 
 @sock.route("/ws")
 def chat(ws):
-    outbox = join(ws)
-    # The only thread that sends on this socket: two senders corrupt the stream.
-    writer = threading.Thread(target=write_frames, args=(ws, outbox))
-    writer.start()
+    client = (ws, queue.Queue())
+    # The only thread that sends on this socket, so a slow reader keeps only itself waiting.
+    threading.Thread(target=write_frames, args=client, daemon=True).start()
+    join(client)
     try:
-        receive_messages(ws)
+        receive_messages(client)
     finally:
-        leave(ws)
-        outbox.put(None)
-        writer.join()  # flask-sock sends its close frame after we return
+        leave(client)
+        finish(client)
 
 
-def join(ws):
-    outbox = queue.SimpleQueue()  # the lightest thread-safe queue
+def join(client):
     with clients_lock:  # so no message slips between the history and live ones
         for frame in history:
-            outbox.put(frame)
-        clients[ws] = outbox
-    return outbox
+            client[1].put_nowait(frame)
+        clients.add(client)
 
 
-def leave(ws):
+def leave(client):
     with clients_lock:
-        del clients[ws]
+        clients.discard(client)
 
 
-def receive_messages(ws):
-    while True:
-        deliver(ws.receive())
-
-
-def deliver(frame):
+def broadcast(frame):
     with clients_lock:  # one lock, so every client gets the frames in one order
         history.append(frame)
-        for outbox in clients.values():
-            outbox.put(frame)
+        for client in clients:
+            send_to(client, frame)
+
+
+def receive_messages(client):
+    ws = client[0]
+    while True:
+        frame = ws.receive()
+        broadcast(frame)
+
+
+def send_to(client, frame):
+    """Hand a frame to the client's writer; never wait for the client itself."""
+    client[1].put_nowait(frame)  # the outbox has no limit yet: this never waits
 
 
 def write_frames(ws, outbox):
     try:
         for frame in iter(outbox.get, None):
             ws.send(frame)
-    except Exception:  # closed or reset: the handler finds out too, and leaves
+    except Exception:  # closing, closed or reset: the handler ends the connection
         pass
+
+
+def finish(client):
+    client[1].put_nowait(None)  # the writer ends

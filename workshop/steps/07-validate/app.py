@@ -1,6 +1,6 @@
-"""A multi-user chat: every message sent to /ws goes to everyone connected.
+"""A chat room: every message sent to the websocket goes to everyone connected.
 
-Start it with `flask run`, then open http://127.0.0.1:5000 in two windows.
+Run it with `flask run`, then open http://127.0.0.1:5000 in two windows.
 """
 import collections
 import json
@@ -13,16 +13,17 @@ from flask_sock import Sock
 HISTORY_SIZE = 10            # messages a newcomer is shown on arrival
 MAX_MESSAGE_CHARS = 1000     # a long paragraph; more is a paste that floods every screen
 MAX_NAME_CHARS = 32          # fits on one line beside the message
-MAX_FRAME_CHARS = 64 * 1024  # the library closes with 1009 before we read anything bigger
+MAX_FRAME_BYTES = 16 * 1024  # the library closes with 1009 before we read anything bigger
 
 app = Flask(__name__)
+# flask-sock's options: it reads them from the app's config.
 app.config["SOCK_SERVER_OPTIONS"] = {
-    "max_message_size": MAX_FRAME_CHARS,
+    "max_message_size": MAX_FRAME_BYTES,
 }
 sock = Sock(app)
 
 # Many threads join, leave and broadcast at once, so one lock guards both.
-clients = {}  # each open websocket -> the queue of frames its writer sends
+clients = set()  # (websocket, outbox) for each open connection
 history = collections.deque(maxlen=HISTORY_SIZE)  # the newest frames, oldest first
 clients_lock = threading.Lock()
 
@@ -34,39 +35,45 @@ def index():
 
 @sock.route("/ws")
 def chat(ws):
-    outbox = join(ws)
-    # The only thread that sends on this socket: two senders corrupt the stream.
-    writer = threading.Thread(target=write_frames, args=(ws, outbox))
-    writer.start()
+    client = (ws, queue.Queue())
+    # The only thread that sends on this socket, so a slow reader keeps only itself waiting.
+    threading.Thread(target=write_frames, args=client, daemon=True).start()
+    join(client)
     try:
-        receive_messages(ws, outbox)
+        receive_messages(client)
     finally:
-        leave(ws)
-        outbox.put(None)
-        writer.join()  # flask-sock sends its close frame after we return
+        leave(client)
+        finish(client)
 
 
-def join(ws):
-    outbox = queue.SimpleQueue()  # the lightest thread-safe queue
+def join(client):
     with clients_lock:  # so no message slips between the history and live ones
         for frame in history:
-            outbox.put(frame)
-        clients[ws] = outbox
-    return outbox
+            client[1].put_nowait(frame)
+        clients.add(client)
 
 
-def leave(ws):
+def leave(client):
     with clients_lock:
-        del clients[ws]
+        clients.discard(client)
 
 
-def receive_messages(ws, outbox):
+def broadcast(message):
+    frame = json.dumps(message)  # in \u escapes: a lone "\ud800" cannot break a writer
+    with clients_lock:  # one lock, so every client gets the frames in one order
+        history.append(frame)
+        for client in clients:
+            send_to(client, frame)
+
+
+def receive_messages(client):
+    ws = client[0]
     while True:
         frame = ws.receive()
         try:
             broadcast(parse_message(frame))
-        except ValueError as error:  # bad input: tell the sender alone
-            outbox.put(json.dumps({"error": str(error)}))
+        except ValueError as error:  # bad input: tell the sender alone, in its turn
+            send_to(client, json.dumps({"error": str(error)}))
 
 
 def parse_message(frame):
@@ -87,31 +94,25 @@ def parse_message(frame):
         raise ValueError('"name" must be a string.')
     name, message = (name or "").strip(), message.strip()
     if not 1 <= len(message) <= MAX_MESSAGE_CHARS:
-        raise ValueError(f'"message" must be 1 to {MAX_MESSAGE_CHARS} characters.')
+        raise ValueError(f"A message has 1 to {MAX_MESSAGE_CHARS:,} characters;"
+                         f" yours has {len(message):,}.")
     if len(name) > MAX_NAME_CHARS:
-        raise ValueError(f'"name" must be at most {MAX_NAME_CHARS} characters.')
-    try:  # a lone surrogate such as "\ud800" would break every client's writer
-        (name + message).encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("That text contains invalid characters.") from None
+        raise ValueError(f"A name has at most {MAX_NAME_CHARS} characters; yours has {len(name)}.")
     return {"name": name or "anonymous", "message": message}
 
 
-def broadcast(message):
-    frame = json.dumps(message, ensure_ascii=False)
-    deliver(frame)
-
-
-def deliver(frame):
-    with clients_lock:  # one lock, so every client gets the frames in one order
-        history.append(frame)
-        for outbox in clients.values():
-            outbox.put(frame)
+def send_to(client, frame):
+    """Hand a frame to the client's writer; never wait for the client itself."""
+    client[1].put_nowait(frame)  # the outbox has no limit yet: this never waits
 
 
 def write_frames(ws, outbox):
     try:
         for frame in iter(outbox.get, None):
             ws.send(frame)
-    except Exception:  # closed or reset: the handler finds out too, and leaves
+    except Exception:  # closing, closed or reset: the handler ends the connection
         pass
+
+
+def finish(client):
+    client[1].put_nowait(None)  # the writer ends

@@ -1,14 +1,13 @@
-"""A multi-user chat: every message sent to /ws goes to everyone connected.
+"""A chat room: every message sent to the websocket goes to everyone connected.
 
-Start it with `flask run`, then open http://127.0.0.1:5000 in two windows.
+Run it with `flask run`, then open http://127.0.0.1:5000 in two windows.
 """
 import collections
+import contextlib
 import json
 import logging
 import queue
 import socket
-import struct
-import sys
 import threading
 import time
 from urllib.parse import urlsplit
@@ -19,27 +18,34 @@ from flask_sock import Sock
 HISTORY_SIZE = 10            # messages a newcomer is shown on arrival
 MAX_MESSAGE_CHARS = 1000     # a long paragraph; more is a paste that floods every screen
 MAX_NAME_CHARS = 32          # fits on one line beside the message
-MAX_FRAME_CHARS = 64 * 1024  # the library closes with 1009 before we read anything bigger
+MAX_FRAME_BYTES = 16 * 1024  # the library closes with 1009 before we read anything bigger
 RATE_BURST = 20              # messages one connection may send at once...
 RATE_PER_SECOND = 5          # ...and on average after that: faster than anyone types
-OUTBOX_LIMIT = 2000          # frames waiting for one client; more means it is stuck
-SEND_TIMEOUT = 10            # seconds a socket may accept nothing before we give up on it
-SEND_BUFFER = 64 * 1024      # kernel bytes per client: plenty for chat, little to pin
+OUTBOX_SIZE = 500            # frames waiting for one tab; more means it stopped reading
 PING_INTERVAL = 25           # seconds; finds peers that vanished without saying goodbye
-WAKE_INTERVAL = 25           # seconds; see receive_messages (each wake-up costs CPU)
+WAKE_INTERVAL = 0.5          # seconds; see receive_messages()
 
 app = Flask(__name__)
-app.logger.setLevel(logging.INFO)
+app.logger.setLevel(logging.INFO)  # joins and leaves
+# flask-sock's options: it reads them from the app's config.
 app.config["SOCK_SERVER_OPTIONS"] = {
     "ping_interval": PING_INTERVAL,
-    "max_message_size": MAX_FRAME_CHARS,
+    "max_message_size": MAX_FRAME_BYTES,
 }
 sock = Sock(app)
 
 # Many threads join, leave and broadcast at once, so one lock guards both.
-clients = {}  # each open websocket -> the queue of frames its writer sends
+clients = set()  # (websocket, outbox) for each open connection
 history = collections.deque(maxlen=HISTORY_SIZE)  # the newest frames, oldest first
 clients_lock = threading.Lock()
+
+
+@app.before_request
+def refuse_other_sites():
+    """Another site's page must not open our socket with our users' cookies."""
+    origin = request.headers.get("Origin")
+    if origin and urlsplit(origin).netloc.lower() != request.host.lower():
+        abort(403, "This chat takes connections from its own page only.")
 
 
 @app.get("/")
@@ -49,42 +55,46 @@ def index():
 
 @sock.route("/ws")
 def chat(ws):
-    tune_socket(ws.sock)
-    outbox = join(ws)
-    # The only thread that sends on this socket: two senders corrupt the stream.
-    writer = threading.Thread(target=write_frames, args=(ws, outbox))
-    writer.start()
+    client = (ws, queue.Queue(maxsize=OUTBOX_SIZE))
+    # The only thread that sends on this socket, so a slow reader keeps only itself waiting.
+    threading.Thread(target=write_frames, args=client, daemon=True).start()
+    join(client)
     try:
-        receive_messages(ws, outbox)
+        receive_messages(client)
     finally:
-        leave(ws)
-        outbox.put(None)
-        writer.join()  # flask-sock sends its close frame after we return
+        leave(client)
+        finish(client)
 
 
-def join(ws):
-    outbox = queue.SimpleQueue()  # the lightest thread-safe queue
+def join(client):
     with clients_lock:  # so no message slips between the history and live ones
         for frame in history:
-            outbox.put(frame)
-        clients[ws] = outbox
+            client[1].put_nowait(frame)
+        clients.add(client)
         count = len(clients)
     app.logger.info("%s joined, %d connected", request.remote_addr, count)
-    return outbox
 
 
-def leave(ws):
+def leave(client):
     with clients_lock:
-        del clients[ws]
+        clients.discard(client)
         count = len(clients)
     app.logger.info("%s left, %d connected", request.remote_addr, count)
 
 
-def receive_messages(ws, outbox):
-    allowance, last_check = RATE_BURST, time.monotonic()
+def broadcast(message):
+    frame = json.dumps(message)  # in \u escapes: a lone "\ud800" cannot break a writer
+    with clients_lock:  # one lock, so every client gets the frames in one order
+        history.append(frame)
+        for client in clients:
+            send_to(client, frame)
+
+
+def receive_messages(client):
+    ws, allowance, last_check = client[0], RATE_BURST, time.monotonic()
     while True:
-        # simple-websocket can close (1009) without waking a receive() that has
-        # no timeout, so wake up now and then: it raises ConnectionClosed then.
+        # simple-websocket can close (1009) without waking a receive() that waits for
+        # ever; one that wakes now and then raises ConnectionClosed on its next call.
         frame = ws.receive(timeout=WAKE_INTERVAL)
         if frame is None:
             continue
@@ -96,8 +106,8 @@ def receive_messages(ws, outbox):
                 raise ValueError("You are sending too fast; wait a moment.")
             allowance -= 1
             broadcast(parse_message(frame))
-        except ValueError as error:  # bad input: tell the sender alone
-            queue_frame(ws, outbox, json.dumps({"error": str(error)}))
+        except ValueError as error:  # bad input: tell the sender alone, in its turn
+            send_to(client, json.dumps({"error": str(error)}))
 
 
 def parse_message(frame):
@@ -118,66 +128,36 @@ def parse_message(frame):
         raise ValueError('"name" must be a string.')
     name, message = (name or "").strip(), message.strip()
     if not 1 <= len(message) <= MAX_MESSAGE_CHARS:
-        raise ValueError(f'"message" must be 1 to {MAX_MESSAGE_CHARS} characters.')
+        raise ValueError(f"A message has 1 to {MAX_MESSAGE_CHARS:,} characters;"
+                         f" yours has {len(message):,}.")
     if len(name) > MAX_NAME_CHARS:
-        raise ValueError(f'"name" must be at most {MAX_NAME_CHARS} characters.')
-    try:  # a lone surrogate such as "\ud800" would break every client's writer
-        (name + message).encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("That text contains invalid characters.") from None
+        raise ValueError(f"A name has at most {MAX_NAME_CHARS} characters; yours has {len(name)}.")
     return {"name": name or "anonymous", "message": message}
 
 
-def broadcast(message):
-    frame = json.dumps(message, ensure_ascii=False)
-    deliver(frame)
-
-
-def deliver(frame):
-    with clients_lock:  # one lock, so every client gets the frames in one order
-        history.append(frame)
-        for ws, outbox in clients.items():
-            queue_frame(ws, outbox, frame)
-
-
-def queue_frame(ws, outbox, frame):
+def send_to(client, frame):
     """Hand a frame to the client's writer; never wait for the client itself."""
-    if outbox.qsize() >= OUTBOX_LIMIT:
-        hang_up(ws)  # this far behind, it is stuck: drop it, not everyone else
-    else:
-        outbox.put(frame)
+    ws, outbox = client
+    try:
+        outbox.put_nowait(frame)
+    except queue.Full:  # this far behind, it stopped reading: drop it, not everyone else
+        hang_up(ws)
 
 
 def write_frames(ws, outbox):
     try:
         for frame in iter(outbox.get, None):
             ws.send(frame)
-    except Exception:  # closed, reset, closing, or SEND_TIMEOUT passed: it is over
-        hang_up(ws)
+    except Exception:  # closing, closed or reset: the handler ends the connection
+        pass
 
 
 def hang_up(ws):
     """Cut the connection at the socket: it wakes every thread blocked on it."""
-    try:
+    with contextlib.suppress(OSError):  # already closed
         ws.sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass  # already closed
 
 
-def tune_socket(sock):
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
-    # Without a send timeout, send() to a peer that stopped reading never returns.
-    if sys.platform == "win32":
-        timeout = SEND_TIMEOUT * 1000  # milliseconds
-    else:
-        timeout = struct.pack("ll", SEND_TIMEOUT, 0)  # struct timeval
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeout)
-
-
-@app.before_request
-def refuse_other_sites():
-    """Another site's page must not open our socket with our users' cookies."""
-    origin = request.headers.get("Origin")
-    if request.path == "/ws" and origin is not None:
-        if urlsplit(origin).netloc.lower() != request.host.lower():
-            abort(403)
+def finish(client):
+    with contextlib.suppress(queue.Full):  # if full, the writer's next send fails
+        client[1].put_nowait(None)  # the writer ends
