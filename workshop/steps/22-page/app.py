@@ -1,13 +1,12 @@
-"""A multi-user chat: every message sent to its websocket goes to everyone connected.
+"""A chat room: every message sent to the websocket goes to everyone connected.
 
-Run it alone with `flask run`, then open http://127.0.0.1:5000 in two windows. Or add it
-to your own app at any prefix: app.register_blueprint(chat.bp, url_prefix="/chat") (see
-"Add it to your own app" in the README).
+Run it with `flask run`, then open http://127.0.0.1:5000 in two windows. To add it to an
+app of your own, at any prefix: app.register_blueprint(chat.bp, url_prefix="/chat").
 """
 import collections
+import contextlib
 import json
 import logging
-import os
 import pathlib
 import queue
 import socket
@@ -18,14 +17,9 @@ import time
 
 from flask import Blueprint, Flask, current_app, request
 
-try:  # what works around the libraries, or guards the door: the folder beside this file
-    from safeguards import (frames, headers, limits, process, selfcheck,
-                            text_rules, websocket)
-except ModuleNotFoundError as error:
-    if error.name != "safeguards":
-        raise
-    raise ImportError(f"The chat needs the safeguards/ folder beside"
-                      f" {os.path.basename(__file__)}: copy it too.") from None
+# What works around the libraries, or guards the door: the folder beside this file.
+from safeguards import (frames, headers, limits, process, selfcheck, text_rules,
+                        websocket)
 
 HISTORY_SIZE = 10            # messages a newcomer is shown on arrival
 MAX_MESSAGE_CHARS = 1000     # a long paragraph; more is a paste that floods every screen
@@ -34,7 +28,7 @@ MAX_FRAME_CHARS = 64 * 1024  # the library closes with 1009 before we read anyth
 RATE_BURST = 20              # messages one connection may send at once...
 RATE_PER_SECOND = 5          # ...and on average after that: faster than anyone types
 # (and per address, whatever its number of connections: see safeguards/limits.py)
-OUTBOX_LIMIT = 2000          # frames waiting for one client; more means it is stuck
+OUTBOX_SIZE = 500            # frames waiting for one tab; more means it stopped reading
 SEND_TIMEOUT = 10            # seconds a socket may accept nothing before we give up on it
 SEND_BUFFER = 64 * 1024      # kernel bytes per client: plenty for chat, little to pin
 PING_INTERVAL = 25           # seconds; finds peers that vanished without saying goodbye
@@ -45,11 +39,10 @@ SOCKET_OPTIONS = {  # simple-websocket's, for the chat's websocket alone
     "max_message_size": MAX_FRAME_CHARS,
 }
 
-# The chat, ready to be registered on any Flask app: create_app() below, or yours.
-bp = Blueprint("chat", __name__)
+bp = Blueprint("chat", __name__)  # the page and its socket, for any app at any prefix
 
 # Many threads join, leave and broadcast at once, so one lock guards both.
-clients = {}  # each open websocket -> the queue of frames its writer sends
+clients = set()  # (websocket, outbox) for each open connection
 history = collections.deque(maxlen=HISTORY_SIZE)  # the newest frames, oldest first
 clients_lock = threading.Lock()
 
@@ -78,45 +71,46 @@ def index():
 @websocket.route(bp, "/ws", SOCKET_OPTIONS)
 def chat(ws):
     tune_socket(ws.sock)
-    outbox = join(ws)
-    # The only thread that sends on this socket: two senders corrupt the stream.
-    writer = threading.Thread(target=write_frames, args=(ws, outbox), daemon=True)
+    client = (ws, queue.Queue(maxsize=OUTBOX_SIZE))
+    # The only thread that sends on this socket, so a slow reader keeps only itself waiting.
+    threading.Thread(target=write_frames, args=client, daemon=True).start()
+    join(client)
     try:
-        writer.start()  # inside the try: if it cannot start, we still leave
-        receive_messages(ws, outbox)
-    except RuntimeError:
-        if writer.ident is not None:
-            raise
-        # "can't start new thread": out of memory or of threads. Try Again Later (1013)
-        current_app.logger.warning("%s refused: no thread to spare", request.remote_addr)
-        ws.close(1013, "The server is busy; try again later.")
+        receive_messages(client)
     finally:
-        leave(ws)
-        outbox.put(None)
-        if writer.ident is not None:
-            writer.join()  # the close frame is sent after we return
+        leave(client)
+        with contextlib.suppress(queue.Full):  # if full, it ends at its next frame:
+            client[1].put_nowait(None)  # the writer ends (the connection is closing)
 
 
-def join(ws):
-    outbox = queue.SimpleQueue()  # the lightest thread-safe queue
+def join(client):
     with clients_lock:  # so no message slips between the history and live ones
         for frame in history:
-            outbox.put(frame)
-        clients[ws] = outbox
+            client[1].put_nowait(frame)
+        clients.add(client)
         count = len(clients)
     current_app.logger.info("%s joined, %d connected", request.remote_addr, count)
-    return outbox
 
 
-def leave(ws):
+def leave(client):
     with clients_lock:
-        del clients[ws]
+        clients.discard(client)
         count = len(clients)
     current_app.logger.info("%s left, %d connected", request.remote_addr, count)
 
 
-def receive_messages(ws, outbox):
-    allowance, last_check = RATE_BURST, time.monotonic()
+def broadcast(message):
+    text = json.dumps(message, ensure_ascii=False)  # as it came: parse_message() checked it
+    # Servers do not mask their frames, so one frame's bytes suit every client.
+    frame = frames.text_frame(text)
+    with clients_lock:  # one lock, so every client gets the frames in one order
+        history.append(frame)
+        for client in clients:
+            send_to(client, frame)
+
+
+def receive_messages(client):
+    ws, allowance, last_check = client[0], RATE_BURST, time.monotonic()
     while True:
         frame = ws.receive()  # raises ConnectionClosed when the connection ends
         # Limited by when it sent, not by when we got round to its messages.
@@ -128,8 +122,8 @@ def receive_messages(ws, outbox):
                 raise ValueError("You are sending too fast; wait a moment.")
             allowance -= 1
             broadcast(parse_message(frame))
-        except ValueError as error:  # bad input: tell the sender alone
-            queue_frame(ws, outbox, frames.text_frame(json.dumps({"error": str(error)})))
+        except ValueError as error:  # bad input: tell the sender alone, in its turn
+            send_to(client, frames.text_frame(json.dumps({"error": str(error)})))
 
 
 def parse_message(frame):
@@ -166,57 +160,28 @@ def parse_message(frame):
     return {"name": name or "anonymous", "message": message}
 
 
-def broadcast(message):
-    frame = json.dumps(message, ensure_ascii=False)
-    deliver(frame)
-
-
-def deliver(text):
-    # Servers do not mask their frames, so one frame's bytes suit every client.
-    frame = frames.text_frame(text)
-    with clients_lock:  # one lock, so every client gets the frames in one order
-        history.append(frame)
-        for ws, outbox in clients.items():
-            queue_frame(ws, outbox, frame)
-
-
-def queue_frame(ws, outbox, frame):
+def send_to(client, frame):
     """Hand a frame to the client's writer; never wait for the client itself."""
-    if outbox.qsize() >= OUTBOX_LIMIT:
-        hang_up(ws)  # this far behind, it is stuck: drop it, not everyone else
-    else:
-        outbox.put(frame)
+    ws, outbox = client
+    try:
+        outbox.put_nowait(frame)
+    except queue.Full:  # this far behind, it stopped reading: drop it, not everyone else
+        hang_up(ws)
 
 
 def write_frames(ws, outbox):
     try:
         for frame in iter(outbox.get, None):
-            if not frames.send_whole(ws, [frame, *frames_waiting(outbox)]):
+            if not frames.send_whole(ws, [frame]):
                 return  # the connection is closing: the library says goodbye
     except Exception:  # reset, SEND_TIMEOUT passed, or anything else: it is over
         hang_up(ws)
 
 
-def frames_waiting(outbox):
-    """The frames queued behind the one taken, to send them all in one write."""
-    waiting, size = [], 0
-    # Up to what the kernel holds for the client: a bigger write would only wait there.
-    while size < SEND_BUFFER and not outbox.empty():  # we are its only reader
-        frame = outbox.get()
-        if frame is None:  # the connection is over: leave the end for the loop
-            outbox.put(None)
-            break
-        waiting.append(frame)
-        size += len(frame)
-    return waiting
-
-
 def hang_up(ws):
     """Cut the connection at the socket: it wakes every thread blocked on it."""
-    try:
+    with contextlib.suppress(OSError):  # already closed
         ws.sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass  # already closed
 
 
 def tune_socket(sock):

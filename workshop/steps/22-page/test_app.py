@@ -1,28 +1,46 @@
-"""The tests of step 20 of the workshop: what the chat does at this point.
+"""The chat's tests. Each starts app.py on a free port of 127.0.0.1, as `flask run` would,
+and talks to it as the page does, or as a client that misbehaves on purpose.
 
-Run `pytest` in the folder that holds app.py. Each test starts the chat on a free port of
-127.0.0.1 and talks to it as the page does. A later step's tests are these plus its own.
+Run `pytest` in the folder that holds app.py: this file needs nothing else.
 """
 import base64
+import contextlib
 import json
 import os
-import queue
 import socket
 import threading
 import time
 import urllib.request
-from types import SimpleNamespace
 
 import pytest
 import simple_websocket
+import wsproto.frame_protocol
+from flask import Flask
 from werkzeug.serving import make_server
-from wsproto.connection import ConnectionState  # comes with simple-websocket
 
 import app as chat
-from safeguards import frames, limits
+from safeguards import limits
 
-CHAT_APP = chat.create_app()  # the chat alone, as `flask run` serves it
 TIMEOUT = 5  # seconds any single wait may take before a test fails
+
+
+class DaemonThread(threading.Thread):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs, daemon=True)
+
+
+class Client(simple_websocket.Client):
+    """simple-websocket's client, changed twice for tests. Its reader thread is a daemon,
+    so a client left open cannot keep pytest from exiting. And it parses the frames that
+    came in the same read as the handshake's response, such as a newcomer's history,
+    which the library (1.1.0) leaves unread until more bytes arrive."""
+
+    def __init__(self, url, *args, thread_class=None, **kwargs):
+        super().__init__(url, *args, thread_class=DaemonThread, **kwargs)
+
+    def _thread(self):
+        self.connected = self._handle_events()
+        super()._thread()
 
 
 @pytest.fixture(autouse=True)
@@ -32,52 +50,45 @@ def no_address_limits(monkeypatch):
     limits.addresses.clear()
     monkeypatch.setattr(limits, "MESSAGES_BURST", 10**9)
     monkeypatch.setattr(limits, "READ_BYTES_BURST", 10**12)
+    yield
+    # A connection's thread may still be leaving: let it, so the next test starts clean.
+    wait_until(lambda: not any(a["connections"] for a in list(limits.addresses.values())))
 
 
 @pytest.fixture
-def server():
-    """Serve the chat with Werkzeug's threaded server, as `flask run` does."""
+def app():
+    return chat.create_app()
+
+
+@pytest.fixture
+def server(app):
+    """Serve the app with Werkzeug's threaded server, as `flask run` does."""
     chat.history.clear()
-    httpd = make_server("127.0.0.1", 0, CHAT_APP, threaded=True)
+    httpd = make_server("127.0.0.1", 0, app, threaded=True)
     threading.Thread(target=httpd.serve_forever, args=(0.01,), daemon=True).start()
     yield f"127.0.0.1:{httpd.server_port}"
     httpd.shutdown()
-    wait_until(lambda: not chat.clients)  # every test's clients leave the room
-
-
-class Client(simple_websocket.Client):
-    """simple-websocket's client. In 1.1.0 it leaves the frames that arrive in the same
-    read as the handshake's response unread until more bytes come, so a newcomer could
-    miss the history the chat sends at once. This one reads them first."""
-
-    def _thread(self):
-        self.connected = self._handle_events()
-        super()._thread()
+    wait_until(lambda: not chat.clients)  # every test's clients have left the room
 
 
 @pytest.fixture
 def connect(server):
-    """connect() opens a client to the chat and waits until the chat has it; every one
-    is closed when the test ends."""
+    """connect() opens a client and waits until the chat has it; all are closed after."""
     opened = []
 
-    def connect_one():
+    def connect_one(path="/ws"):
         before = len(chat.clients)
-        ws = Client.connect(f"ws://{server}/ws")
+        ws = Client.connect(f"ws://{server}{path}")
         opened.append(ws)
         wait_until(lambda: len(chat.clients) > before)
         return ws
 
     yield connect_one
     for ws in opened:
-        close(ws)
-
-
-def close(ws):
-    try:
-        ws.close()
-    except simple_websocket.ConnectionClosed:
-        pass  # the chat closed it already
+        try:
+            ws.close()
+        except simple_websocket.ConnectionClosed:
+            pass  # closed already, by the test or by the chat
 
 
 def wait_until(condition):
@@ -94,137 +105,303 @@ def say(ws, message, name="Ada"):
 def receive(ws):
     """The next frame the chat sends, decoded."""
     frame = ws.receive(timeout=TIMEOUT)
-    assert frame is not None, "no frame arrived in time"
+    assert frame is not None, "timed out waiting for a frame"
     return json.loads(frame)
 
 
-def page(server, headers=None):
-    request = urllib.request.Request(f"http://{server}/", headers=headers or {})
-    with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
-        return response.read().decode()
-
-
-def raw_handshake(server, headers=""):
-    """A client that does nothing more than the handshake: its socket, and the head of
-    the chat's response (status line and headers)."""
-    s = socket.create_connection(server.split(":"), timeout=TIMEOUT)
-    key = base64.b64encode(os.urandom(16)).decode()
-    s.sendall(f"GET /ws HTTP/1.1\r\nHost: {server}\r\nUpgrade: websocket\r\n"
-              f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-              f"Sec-WebSocket-Version: 13\r\n{headers}\r\n".encode())
-    head = b""
-    while b"\r\n\r\n" not in head:
-        byte = s.recv(1)
-        if not byte:
-            break
-        head += byte
-    return s, head.decode()
-
-
 def test_the_page_is_served(server):
-    assert 'id="message"' in page(server)
+    with urllib.request.urlopen(f"http://{server}/", timeout=TIMEOUT) as response:
+        assert "<script>" in response.read().decode()
 
 
-def test_everyone_gets_every_message(connect):
+def test_every_client_receives_each_message_trimmed(connect):
     ada, bob = connect(), connect()
-    say(ada, "hello")
-    assert receive(ada) == {"name": "Ada", "message": "hello"}
-    assert receive(bob) == {"name": "Ada", "message": "hello"}
-
-
-def test_a_closed_connection_leaves_the_room(connect):
-    ada, bob = connect(), connect()
-    ada.close()
-    wait_until(lambda: len(chat.clients) == 1)
-    say(bob, "still here")  # and the room goes on without it
-    assert receive(bob)["message"] == "still here"
-
-
-def test_a_newcomer_gets_the_last_ten_messages(connect):
-    ada = connect()
-    for n in range(12):
-        say(ada, f"m{n}")
-    for n in range(12):
-        receive(ada)
-    bob = connect()
-    assert [receive(bob)["message"] for _ in range(10)] == [f"m{n}" for n in range(2, 12)]
+    say(ada, "  hello  ")
+    assert receive(ada) == receive(bob) == {"name": "Ada", "message": "hello"}
+    ada.send(json.dumps({"message": "who am I?"}))
+    assert receive(bob) == {"name": "anonymous", "message": "who am I?"}
 
 
 @pytest.mark.parametrize("frame, words", [
+    (b"binary", "Send text"),
     ("hello", "not valid JSON"),
-    ('["hello"]', "not a JSON object"),
-    ('{"name": "Ada"}', '"message" must be a string'),
-    (json.dumps({"message": "x" * 1001}), "too long"),
+    ("[" * 10_000, "not valid JSON"),  # too deep for Python's parser
+    ("[1, 2]", "not a JSON object"),
+    ('{"message": 5}', '"message" must be a string'),
+    ('{"name": 5, "message": "hi"}', '"name" must be a string'),
+    ('{"message": "   "}', "Your message is empty"),
+    (json.dumps({"message": "x" * (chat.MAX_MESSAGE_CHARS + 1)}), "too long: 1,001"),
+    (json.dumps({"name": "x" * (chat.MAX_NAME_CHARS + 1), "message": "hi"}), "too long: 33"),
+    ('{"name": "Ada", "message": "\\ud800 broken"}', "a lone surrogate"),
 ])
-def test_bad_input_gets_an_error_for_the_sender_alone(connect, frame, words):
+def test_bad_input_gets_words_to_its_sender_alone_in_its_turn(connect, frame, words):
     ada, bob = connect(), connect()
+    say(ada, "before")
     ada.send(frame)
+    say(ada, "after")
+    assert receive(ada)["message"] == "before"
     assert words in receive(ada)["error"]
-    say(ada, "still here")  # bob got nothing before this, and ada is still connected
-    assert receive(bob)["message"] == "still here"
+    assert receive(ada)["message"] == "after"
+    assert [receive(bob)["message"], receive(bob)["message"]] == ["before", "after"]
 
 
-def test_a_flood_is_refused(connect):
+def test_a_newcomer_gets_the_last_ten_oldest_first(connect):
     ada = connect()
-    for n in range(chat.RATE_BURST + 1):
-        say(ada, f"m{n}")
-    replies = [receive(ada) for _ in range(chat.RATE_BURST + 1)]
-    assert [reply["message"] for reply in replies[:-1]] == [
-        f"m{n}" for n in range(chat.RATE_BURST)]
-    assert "too fast" in replies[-1]["error"]
+    for n in range(chat.HISTORY_SIZE + 3):
+        say(ada, f"message {n}")
+    for n in range(chat.HISTORY_SIZE + 3):
+        receive(ada)
+    bob = connect()
+    assert [receive(bob)["message"] for _ in range(chat.HISTORY_SIZE)] == [
+        f"message {n}" for n in range(3, chat.HISTORY_SIZE + 3)]
 
 
-def test_a_client_too_far_behind_is_hung_up_on(connect, monkeypatch):
-    monkeypatch.setattr(chat, "OUTBOX_LIMIT", 0)  # every client is too far behind
+def test_newcomers_during_a_burst_get_no_gap_and_no_repeat(connect, monkeypatch):
+    monkeypatch.setattr(chat, "RATE_BURST", 1000)
     ada = connect()
-    say(ada, "hello")
-    wait_until(lambda: not chat.clients)
+    sender = threading.Thread(target=lambda: [say(ada, str(n)) for n in range(300)])
+    sender.start()
+    newcomers = [connect() for _ in range(5)]
+    sender.join()
+    for ws in newcomers:
+        seen = []
+        while seen[-1:] != ["299"]:
+            seen.append(receive(ws)["message"])
+        first = int(seen[0])
+        assert seen == [str(n) for n in range(first, 300)]
 
 
-def test_the_chat_pings_every_client():
+def test_a_flood_is_refused_in_words_and_the_sender_stays(connect):
+    ada, bob = connect(), connect()
+    for n in range(chat.RATE_BURST + 5):
+        say(ada, str(n))
+    replies = [receive(ada) for _ in range(chat.RATE_BURST + 5)]
+    assert [r.get("message") for r in replies[:chat.RATE_BURST]] == [
+        str(n) for n in range(chat.RATE_BURST)]
+    assert all("too fast" in r["error"] for r in replies[chat.RATE_BURST:])
+    time.sleep(1 / chat.RATE_PER_SECOND)  # one more message's worth of time
+    say(ada, "later")
+    assert receive(ada)["message"] == "later"
+    assert len(chat.clients) == 2
+
+
+def raw_handshake(server, origin=None, receive_buffer=None, path="/ws", extra=""):
+    """A client that does the handshake and nothing more: returns the socket and the
+    server's status line and headers. `extra` is more header lines, each with its CRLF."""
+    host, port = server.split(":")
+    s = socket.socket()
+    if receive_buffer:  # before connecting, or the kernel keeps its default window
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    s.settimeout(TIMEOUT)
+    s.connect((host, int(port)))
+    key = base64.b64encode(os.urandom(16)).decode()
+    request = (f"GET {path} HTTP/1.1\r\nHost: {server}\r\nUpgrade: websocket\r\n"
+               f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+               "Sec-WebSocket-Version: 13\r\n")
+    if origin:
+        request += f"Origin: {origin}\r\n"
+    s.sendall((request + extra + "\r\n").encode())
+    response = b""
+    while b"\r\n\r\n" not in response:
+        chunk = s.recv(1)  # one byte at a time: what follows is the chat's frames
+        if not chunk:
+            break
+        response += chunk
+    return s, response.decode()
+
+
+def send_frame(s, payload, opcode=0x1):
+    """Send one frame, masked as a client's must be."""
+    if len(payload) < 126:
+        head = bytes([0x80 | opcode, 0x80 | len(payload)])
+    elif len(payload) < 1 << 16:  # a 16-bit length
+        head = bytes([0x80 | opcode, 0x80 | 126]) + len(payload).to_bytes(2, "big")
+    else:  # a 64-bit length
+        head = bytes([0x80 | opcode, 0x80 | 127]) + len(payload).to_bytes(8, "big")
+    mask = os.urandom(4)
+    s.sendall(head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+
+
+def read_to_the_end(s):
+    """Read until the server closes the socket: the frames it sent, and any bytes after
+    the first close frame."""
+    data = b""
+    while chunk := s.recv(65536):  # a timeout here fails the test
+        data += chunk
+    frames = []
+    while data and (not frames or frames[-1][0] != 0x8):
+        length, start = data[1] & 0x7F, 2
+        if length == 126:
+            length, start = int.from_bytes(data[2:4], "big"), 4
+        frames.append((data[0] & 0x0F, data[start:start + length]))
+        data = data[start + length:]
+    return frames, data
+
+
+def close_code(frame):
+    opcode, payload = frame
+    assert opcode == 0x8, "the last frame is not a close frame"
+    return int.from_bytes(payload[:2], "big"), payload[2:].decode()
+
+
+@pytest.mark.parametrize("origin, status", [
+    ("http://evil.example", "403"),
+    ("http://127.0.0.1:1", "403"),  # same host, another port: another site
+    ("null", "403"),
+    (None, "101"),  # not a browser: Origin is the browser's word, nothing else's
+    ("same", "101"),
+])
+def test_another_sites_page_is_refused(server, origin, status):
+    s, response = raw_handshake(server, f"http://{server}" if origin == "same" else origin)
+    assert response.split()[1] == status
+    s.close()
+
+
+def test_after_a_clients_close_nothing_follows_the_close_frame(server):
+    s, _ = raw_handshake(server)
+    send_frame(s, (1000).to_bytes(2, "big"), opcode=0x8)
+    started = time.monotonic()
+    frames, after = read_to_the_end(s)
+    assert close_code(frames[-1])[0] == 1000
+    assert after == b""  # no "HTTP/1.1 200 OK" from Werkzeug
+    assert time.monotonic() - started < 1
+    s.close()
+
+
+def test_a_frame_over_the_limit_closes_with_1009_and_nothing_after(server):
+    s, _ = raw_handshake(server)
+    send_frame(s, b"x" * (chat.MAX_FRAME_CHARS + 1))
+    started = time.monotonic()
+    frames, after = read_to_the_end(s)
+    assert close_code(frames[-1])[0] == 1009
+    assert after == b""
+    assert time.monotonic() - started < 1
+    s.close()
+
+
+def test_a_peer_that_vanished_is_found_by_pings(server, monkeypatch):
     assert chat.SOCKET_OPTIONS["ping_interval"] == chat.PING_INTERVAL
+    monkeypatch.setitem(chat.SOCKET_OPTIONS, "ping_interval", 0.2)  # not to wait 25 s
+    s, _ = raw_handshake(server)  # it never answers a ping
+    frames, after = read_to_the_end(s)
+    assert [opcode for opcode, _ in frames] == [0x9, 0x8]  # a ping, then goodbye
+    assert close_code(frames[-1]) == (1008, "Ping/Pong timeout")
+    assert after == b""
+    wait_until(lambda: not chat.clients)
+    s.close()
+
+
+def test_a_tab_that_stops_reading_delays_no_one_and_is_cut_off(connect, server, monkeypatch):
+    monkeypatch.setattr(chat, "RATE_BURST", 10_000)
+    stuck, _ = raw_handshake(server, receive_buffer=4096)  # it never reads
+    wait_until(lambda: len(chat.clients) == 1)
+    ada, bob = connect(), connect()
+    sent = 0
+    while len(chat.clients) == 3:  # until the stuck tab is cut off
+        assert sent < 10_000, "the stuck tab was never cut off"
+        say(ada, f"{sent} " + "x" * 900)
+        sent += 1
+        assert receive(bob)["message"].startswith(f"{sent - 1} ")  # at once, every time
+    for n in range(sent, sent + 5):
+        say(ada, str(n))
+        assert receive(bob)["message"] == str(n)
+    assert stuck.recv(1 << 20, socket.MSG_PEEK)  # it was sent what it could hold...
+    stuck.settimeout(TIMEOUT)
+    while stuck.recv(1 << 20):  # ...and then its socket was closed
+        pass
+    stuck.close()
 
 
 def test_joins_and_leaves_are_logged_with_the_count(connect, caplog):
-    caplog.set_level("INFO", logger=CHAT_APP.logger.name)
+    caplog.set_level("INFO")
     ada = connect()
+    bob = connect()
+    bob.close()
+    wait_until(lambda: len(chat.clients) == 1)
     ada.close()
-    wait_until(lambda: len(caplog.records) >= 2)
-    assert [r.getMessage() for r in caplog.records][:2] == [
-        "127.0.0.1 joined, 1 connected", "127.0.0.1 left, 0 connected"]
+    wait_until(lambda: not chat.clients)
+    assert [r.getMessage() for r in caplog.records if r.name == "app"] == [
+        "127.0.0.1 joined, 1 connected", "127.0.0.1 joined, 2 connected",
+        "127.0.0.1 left, 1 connected", "127.0.0.1 left, 0 connected"]
 
 
-def test_other_sites_pages_are_refused(server):
-    with pytest.raises(simple_websocket.ConnectionError) as refused:
-        simple_websocket.Client.connect(f"ws://{server}/ws",
-                                        headers={"Origin": "http://evil.example"})
-    assert refused.value.status_code == 403
+def test_it_mounts_at_any_prefix_and_leaves_the_hosts_socket_options_alone():
+    host = Flask(__name__)
+    host.config["SOCK_SERVER_OPTIONS"] = {"ping_interval": 5}
+    host.register_blueprint(chat.bp, url_prefix="/chat")
+    assert host.config["SOCK_SERVER_OPTIONS"] == {"ping_interval": 5}  # the host's own
+    rules = {rule.rule for rule in host.url_map.iter_rules()}
+    assert {"/chat/", "/chat/ws"} <= rules
 
 
-def test_the_page_shows_its_status(server):
-    assert 'id="status"' in page(server)
+def test_the_page_and_its_socket_work_under_a_prefix(monkeypatch):
+    host = Flask(__name__)
+    host.register_blueprint(chat.bp, url_prefix="/chat")
+    httpd = make_server("127.0.0.1", 0, host, threaded=True)
+    threading.Thread(target=httpd.serve_forever, args=(0.01,), daemon=True).start()
+    server = f"127.0.0.1:{httpd.server_port}"
+    try:
+        with urllib.request.urlopen(f"http://{server}/chat/", timeout=TIMEOUT) as response:
+            assert response.status == 200
+        ws = Client.connect(f"ws://{server}/chat/ws")
+        say(ws, "under a prefix")
+        assert receive(ws)["message"] == "under a prefix"
+        ws.close()
+        wait_until(lambda: not chat.clients)
+    finally:
+        httpd.shutdown()
 
 
 def test_compression_is_declined(server):
-    s, head = raw_handshake(server, "Sec-WebSocket-Extensions: permessage-deflate\r\n")
+    s, head = raw_handshake(server, extra="Sec-WebSocket-Extensions: permessage-deflate\r\n")
     s.close()
     assert " 101 " in head and "sec-websocket-extensions" not in head.lower()
 
 
-def test_the_writer_sends_what_waits_in_one_write_of_whole_frames():
-    """A websocket whose socket records what is written to it: the frames waiting in an
-    outbox go out whole, in one write."""
-    written = []
-    sock = SimpleNamespace(sendall=written.append, shutdown=lambda how: None)
-    ws = SimpleNamespace(sock=sock, ws=SimpleNamespace(state=ConnectionState.OPEN),
-                         environ={})
-    frames.share_socket(ws)
-    outbox = queue.SimpleQueue()
-    for text in ("one", "two", "three"):
-        outbox.put(frames.text_frame(text))
-    outbox.put(None)  # the end: the writer returns
-    chat.write_frames(ws, outbox)
-    assert written == [b"\x81\x03one\x81\x03two\x81\x05three"]
+def test_a_tab_that_takes_nothing_is_cut_off_after_the_send_timeout(connect, server,
+                                                                     monkeypatch):
+    """Even in a room too quiet to fill its outbox: its writer waits SEND_TIMEOUT, no more."""
+    monkeypatch.setattr(chat, "SEND_TIMEOUT", 1)
+    monkeypatch.setattr(chat, "RATE_BURST", 10_000)
+    stuck, _ = raw_handshake(server, receive_buffer=4096)  # it never reads
+    wait_until(lambda: len(chat.clients) == 1)
+    ada = connect()
+    for n in range(300):  # more than the buffers on the way hold, fewer than OUTBOX_SIZE
+        say(ada, f"{n} " + "x" * 900)
+    for n in range(300):
+        receive(ada)
+    wait_until(lambda: len(chat.clients) == 1)  # the stuck tab is gone: Ada is left
+    stuck.close()
+
+
+def test_a_tab_that_takes_nothing_for_a_while_gets_whole_frames(connect, server,
+                                                               monkeypatch):
+    """Its writer's send gives up after SEND_TIMEOUT, part-way through a frame: from then
+    on the tab gets either the rest of that frame, or nothing more. Never another frame
+    after a part: the tab reads again later, and every frame it gets is whole."""
+    monkeypatch.setattr(chat, "SEND_TIMEOUT", 1)
+    monkeypatch.setattr(chat, "RATE_BURST", 10_000)
+    slow, _ = raw_handshake(server, receive_buffer=4096)  # it reads nothing for now
+    wait_until(lambda: len(chat.clients) == 1)
+    ada = connect()
+    for n in range(300):  # more than the buffers on the way hold
+        say(ada, f"{n} " + "x" * 900)
+    for n in range(300):
+        receive(ada)
+    time.sleep(chat.SEND_TIMEOUT * 1.25)  # the send to it gives up meanwhile
+    parser = wsproto.frame_protocol.FrameProtocol(client=True, extensions=[])
+    slow.settimeout(1)
+    numbers, text = [], ""
+    with contextlib.suppress(socket.timeout):  # until nothing more comes
+        while data := slow.recv(65536):  # a corrupt frame raises ParseFailed
+            parser.receive_bytes(data)
+            for frame in parser.received_frames():  # the parts of a frame, as they come
+                text += frame.payload
+                if frame.message_finished:
+                    numbers.append(int(json.loads(text)["message"].split()[0]))
+                    text = ""
+    assert numbers and numbers == list(range(len(numbers))), numbers[-5:]
+    slow.close()
 
 
 def test_a_bad_handshake_gets_a_400_in_words(server):
@@ -242,19 +419,17 @@ def test_a_bad_handshake_gets_a_400_in_words(server):
 def test_one_address_may_not_fill_the_room(server, connect):
     for _ in range(limits.CONNECTIONS_PER_ADDRESS):
         connect()
-    one_more = Client.connect(f"ws://{server}/ws")  # accepted, then closed in words
-    try:
-        with pytest.raises(simple_websocket.ConnectionClosed) as closed:
-            one_more.receive(timeout=TIMEOUT)
-    finally:
-        close(one_more)
+    # Refused in words a page can read: accepted, then closed with 1013 and the reason.
+    one_more = Client.connect(f"ws://{server}/ws")
+    with pytest.raises(simple_websocket.ConnectionClosed) as closed:
+        one_more.receive(timeout=TIMEOUT)
     assert closed.value.reason == 1013  # Try Again Later
     assert "Too many connections from your address" in closed.value.message
 
 
 def test_the_handler_hears_a_close_at_once(connect):
     """Too big a frame: the library closes the connection with 1009, and the handler
-    hears it at once, not 25 s later."""
+    hears it at once, without waking up now and then to ask."""
     room = [connect() for _ in range(5)]
     for ws in room:
         ws.send("x" * (chat.MAX_FRAME_CHARS + 1))
@@ -282,6 +457,13 @@ def test_text_that_reverses_itself_is_refused_in_words(connect):
     ada = connect()
     say(ada, "hello", name="\u202eevil")
     assert "reverses text" in receive(ada)["error"]
+
+
+def test_text_goes_out_as_it_came_not_in_escapes(connect):
+    ada = connect()
+    say(ada, "café ☕")
+    assert receive(ada)["message"] == "café ☕"
+    assert "café ☕".encode() in chat.history[-1]  # UTF-8: a third of the bytes of \u escapes
 
 
 def test_the_page_comes_with_its_content_security_policy(server):

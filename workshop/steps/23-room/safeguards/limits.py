@@ -1,0 +1,190 @@
+"""Per-address limits: one address cannot take the room down by opening many connections.
+
+app.py limits each connection; the limits here count what every connection from one
+address does together, so a flood spread over many connections buys nothing more than its
+share. websocket.py calls `admit()` before a websocket handshake and `release()` after it;
+app.py calls `take_message()` for each message, and reader.py `pace_reading()` for every
+read.
+
+Everyone behind one NAT shares an address (a classroom on venue Wi-Fi), and behind a
+reverse proxy everyone has the proxy's address unless TRUSTED_PROXIES is set. So an
+address's allowance is shared fairly: while it lasts, anyone may use it; when it runs
+short, each connection still gets its even share, and what is refused or slowed falls on
+the connections taking more than theirs. An IPv6 address counts with its whole /64, which
+one home or phone is given.
+"""
+import ipaddress
+import threading
+import time
+import weakref
+
+from . import settings
+
+try:
+    import resource  # not on Windows
+except ImportError:
+    resource = None
+
+CONNECTIONS_PER_ADDRESS = settings.CONNECTIONS_PER_ADDRESS  # 64 unless set: settings.py
+MESSAGES_PER_SECOND = settings.MESSAGES_PER_SECOND_PER_ADDRESS  # 40 unless set
+MESSAGES_BURST = 100             # an address's messages at once: a class saying hi together
+SHARE_BURST = 3                  # messages a connection may send at once on its share
+# Every frame costs CPU to parse, pings and other control frames included, and those
+# never reach app.py's message limits: 10 connections sending pings flat out took a
+# whole core. So bound the bytes an address's connections may make the server read:
+# 64 KiB/s is ten times the largest chat message at the message rate, yet only ~11,000
+# empty pings a second, a tenth of a core here.
+READ_BYTES_BURST = 256 * 1024    # four of the largest frames app.py accepts
+READ_BYTES_PER_SECOND = 64 * 1024
+SHARE_BYTES_BURST = 8 * 1024     # a connection's share: its largest message, whole
+# Descriptors kept free for what is not a websocket: listening socket, log files, page
+# requests, Redis. Websockets beyond the process limit minus these are refused, so
+# accept() never fails for want of a descriptor (Werkzeug's loop then spins at 100%).
+SPARE_FDS = 100
+# Under gunicorn each websocket holds one of its threads for life: with all of them held,
+# the page and every handshake wait in its queue, unanswered (a newcomer cannot even be
+# told the chat is full). Keep these for them.
+SPARE_THREADS = 10
+SERVER_THREADS = settings.SERVER_THREADS  # gunicorn.conf.py gives gunicorn the same
+
+
+class Bucket:
+    """A token bucket: bursts up to `size`, `rate` a second on average."""
+
+    def __init__(self, size, rate):
+        self.size, self.rate = size, rate
+        self.tokens, self.last = size, time.monotonic()
+
+    def take(self, amount, now):
+        """Take `amount` tokens, going into debt if need be; return the tokens left."""
+        # Frames are stamped by several threads: never let time run backwards.
+        if now > self.last:
+            self.tokens = min(self.size, self.tokens + (now - self.last) * self.rate)
+            self.last = now
+        self.tokens -= amount
+        return self.tokens
+
+    def is_full(self, now):
+        return self.tokens + (now - self.last) * self.rate >= self.size
+
+
+class SharedAllowance:
+    """What all of an address's connections may use together: a pool any of them may draw
+    on while it lasts, and for each connection an even share of its rate, which it keeps
+    however the others use the pool."""
+
+    def __init__(self, size, rate, share_size):
+        self.pool = Bucket(size, rate)
+        self.share_size = share_size
+        self.shares = weakref.WeakKeyDictionary()  # connection -> Bucket, while it lives
+
+    def take(self, connection, amount, now, connections):
+        """Charge `amount` to the pool and to the connection's share; return the debt
+        the connection is in, in seconds of its share (0 if it is within its rights)."""
+        share = self.shares.get(connection)
+        if share is None:
+            share = self.shares[connection] = Bucket(self.share_size, 0)
+        share.rate = self.pool.rate / max(connections, 1)
+        own = share.take(amount, now)
+        share.tokens = max(own, -self.share_size)  # owe at most one burst
+        pooled = self.pool.take(amount, now)
+        self.pool.tokens = max(pooled, -self.pool.size)
+        if pooled >= 0 or own >= 0:
+            return 0
+        return -own / share.rate
+
+    def give_back(self, connection, amount):
+        """Undo a take(): what is refused costs nothing."""
+        self.pool.tokens += amount
+        self.shares[connection].tokens += amount
+
+    def is_full(self, now):
+        return self.pool.is_full(now)
+
+
+addresses = {}  # key(address) -> {"connections", "messages", "bytes"} while it matters
+lock = threading.Lock()  # every connection's threads use it
+
+
+def key(address):
+    """What the limits count an address as: itself, or for IPv6 its /64."""
+    try:
+        ip = ipaddress.ip_address(address.split("%")[0])  # without a link-local zone
+    except ValueError:
+        return address  # not an IP address (a Unix socket's peer, say): itself
+    if ip.version == 6:
+        if ip.ipv4_mapped:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
+
+
+def max_connections(threads_for_life=False):
+    """Websockets this process can hold before it runs out of file descriptors, or, if a
+    websocket holds one of the server's threads for life (gunicorn), of threads."""
+    most = 1_000_000  # Windows has no limit on sockets
+    if resource is not None:
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY:
+            most = max(soft - SPARE_FDS, 1)  # a websocket costs a descriptor (reader.py)
+    if threads_for_life:
+        most = min(most, max(SERVER_THREADS - SPARE_THREADS, 1))
+    return most
+
+
+def admit(address, threads_for_life=False):
+    """Count one more websocket from `address`; return why it is refused (a sentence for
+    the person whose page it is), or None."""
+    now = time.monotonic()
+    with lock:
+        forget_idle(now)
+        if (sum(a["connections"] for a in addresses.values())
+                >= max_connections(threads_for_life)):
+            return "The chat is full; try again later."
+        record = addresses.setdefault(key(address), {
+            "connections": 0,
+            "messages": SharedAllowance(MESSAGES_BURST, MESSAGES_PER_SECOND, SHARE_BURST),
+            "bytes": SharedAllowance(READ_BYTES_BURST, READ_BYTES_PER_SECOND,
+                                     SHARE_BYTES_BURST)})
+        if record["connections"] >= CONNECTIONS_PER_ADDRESS:
+            return (f"Too many connections from your address (at most"
+                    f" {CONNECTIONS_PER_ADDRESS}); close one and try again.")
+        record["connections"] += 1
+        return None
+
+
+def release(address):
+    with lock:
+        addresses[key(address)]["connections"] -= 1
+
+
+def forget_idle(now):
+    # An address with no connection is kept until its allowances are full again: leaving
+    # and coming back must not buy a fresh burst.
+    for address, record in list(addresses.items()):
+        if (record["connections"] == 0 and record["messages"].is_full(now)
+                and record["bytes"].is_full(now)):
+            del addresses[address]
+
+
+def take_message(address, arrival, connection):
+    """Count a message that `connection` from `address` sent at `arrival`; False if it
+    is over the address's rate and over the connection's share of it."""
+    with lock:
+        record = addresses[key(address)]
+        messages = record["messages"]
+        if messages.take(connection, 1, arrival, record["connections"]) == 0:
+            return True
+        messages.give_back(connection, 1)
+        return False
+
+
+def pace_reading(address, connection, size):
+    """Charge `size` bytes read on `connection` to `address`; sleep off the connection's
+    debt, if it has taken more than its share while the address's allowance ran short (the
+    caller is the connection's reader thread, so only that connection slows down)."""
+    with lock:
+        record = addresses[key(address)]
+        debt = record["bytes"].take(connection, size, time.monotonic(), record["connections"])
+    if debt:
+        time.sleep(debt)
