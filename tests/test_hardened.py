@@ -4,8 +4,11 @@ import base64
 import collections
 import json
 import os
+import runpy
 import socket
 import struct
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -20,7 +23,7 @@ from chat_helpers import (CHAT_APP, TIMEOUT, Client, assert_nothing_arrives, clo
                           connect, numbered, raw_handshake, receive, receive_until, say,
                           send_numbered, server, wait_until)
 from hardened import chat
-from hardened.safeguards import frames, limits, text_rules
+from hardened.safeguards import frames, limits, settings, text_rules
 
 
 @pytest.fixture(autouse=True)
@@ -732,3 +735,31 @@ def test_joins_and_leaves_are_logged_with_the_count(server, caplog):
     assert logged(3) == expected[:3]
     ada.close()
     assert logged(4) == expected
+
+
+HARDENED = os.path.dirname(os.path.abspath(chat.__file__))
+
+
+def test_flask_app_hardened_finds_the_chat():
+    """`flask --app hardened run`, as the README and docs/deploying.md say, from the
+    folder that holds hardened/: Flask finds create_app() in the package."""
+    env = {key: value for key, value in os.environ.items() if key != "REDIS_URL"}
+    result = subprocess.run([sys.executable, "-m", "flask", "--app", "hardened", "routes"],
+                            cwd=os.path.dirname(HARDENED), env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "chat.index" in result.stdout and "/ws" in result.stdout
+
+
+@pytest.mark.parametrize("threads", [None, "", "20"])
+def test_gunicorn_conf_gives_gunicorn_the_threads_the_chat_counts_on(monkeypatch, threads):
+    """gunicorn loads hardened/gunicorn.conf.py by its path, so it reads
+    CHAT_SERVER_THREADS itself: the same number, and the same default, as settings.py."""
+    if threads is None:
+        monkeypatch.delenv("CHAT_SERVER_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("CHAT_SERVER_THREADS", threads)
+    conf = runpy.run_path(os.path.join(HARDENED, "gunicorn.conf.py"))
+    read_now = runpy.run_path(settings.__file__)  # settings.py, read again in this environment
+    assert conf["threads"] == read_now["SERVER_THREADS"]
+    assert conf["wsgi_app"] == "hardened:create_app()" and conf["workers"] == 1
