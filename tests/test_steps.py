@@ -54,11 +54,14 @@ FIXED_BY = {
     "flood": "08-rate-limit",
     "pause": "17-whole-frames",
     "crowd": "18-guards",
-    "oversize": "19-reader",
     "swarm": "20-limits",
     "spoof": "21-text-rules",
     "headers": "22-page",
 }
+# Demonstrations that hold at every step that has what they try: `oversize` (do closed
+# connections give their address its places back?) holds from 18-guards on, which
+# brings the places, because the card's handler wakes twice a second and hears the close.
+HOLDS_THROUGHOUT = ["oversize"]
 
 
 # What each step changes, as the table in workshop/steps/README.md says: every other file
@@ -716,7 +719,7 @@ def test_break_it_lists_every_demonstration_one_a_line():
     result = subprocess.run([sys.executable, str(WORKSHOP / "break_it.py"), "--help"],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0
-    for demo in FIXED_BY:
+    for demo in [*FIXED_BY, *HOLDS_THROUGHOUT]:
         assert len([line for line in result.stdout.splitlines()
                     if line.strip().startswith(demo + " ")]) == 1
 
@@ -777,7 +780,7 @@ def test_each_demonstration_holds_from_its_fix_on(demo, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("demo", FIXED_BY)
+@pytest.mark.parametrize("demo", [*FIXED_BY, *HOLDS_THROUGHOUT])
 def test_every_demonstration_holds_against_the_finished_chat(demo, tmp_path):
     with served_in_a_process("final", tmp_path) as url:
         status, output = break_it(demo, url)
