@@ -52,6 +52,7 @@ FIXED_BY = {
     "stall": "05-writer",
     "garbage": "07-validate",
     "flood": "08-rate-limit",
+    "origin": "12-origin",
     "pause": "17-whole-frames",
     "crowd": "18-guards",
     "swarm": "20-limits",
@@ -787,6 +788,24 @@ def test_every_demonstration_holds_against_the_finished_chat(demo, tmp_path):
     assert status == 0 and "HELD" in output, output
 
 
+@pytest.mark.slow  # about 45 s: Part 1's six demonstrations
+def test_all_against_the_card_runs_part_1_and_names_the_rest(tmp_path):
+    """Against the card's chat (the end of Part 1, the top-level app.py), `all` runs Part
+    1's demonstrations, exits 0 when they held, and names the others with no BROKE."""
+    with served_in_a_process(PART_1_END, tmp_path) as url:
+        status, output = break_it("all", url)
+    assert status == 0, output
+    lines = dict(line.split(": ", 1) for line in output.splitlines() if ": " in line)
+    part_1 = [demo for demo, step in FIXED_BY.items() if step <= PART_1_END]
+    assert set(lines) == set(FIXED_BY), output
+    for demo in FIXED_BY:
+        if demo in part_1:
+            assert lines[demo].startswith("HELD: "), output
+        else:
+            assert lines[demo] == "the hardened chat handles this: see Part 2", output
+    assert "BROKE" not in output
+
+
 def collected(step):
     """How many tests pytest collects in a step's folder, as an attendee runs it."""
     result = subprocess.run([sys.executable, "-m", "pytest", "-q", "--collect-only",
@@ -795,8 +814,19 @@ def collected(step):
     return int(result.stdout.strip().splitlines()[-1].split()[0])
 
 
-def test_part_1_says_how_many_tests_steps_07_and_08_have():
-    """Part 1 has the attendee copy these two steps' tests and tells them what to expect."""
-    text = " ".join((HERE / "TUTORIAL.md").read_text(encoding="utf-8").split())
-    assert f"as the page does: {collected('07-validate')} tests, all passing" in text
-    assert f"that step's `test_app.py` the same way ({collected('08-rate-limit')} tests)" in text
+def test_part_1_has_each_steps_tests_copied_and_says_how_many_pass():
+    """Every step of Part 1 tells the attendee to copy its test_app.py, and says what
+    pytest will say. (A step's section names its folder: steps/NN-name/.)"""
+    import re
+    text = (HERE / "TUTORIAL.md").read_text(encoding="utf-8")
+    sections = re.split(r"^### Step (\d\d)", text, flags=re.MULTILINE)[1:]
+    said = {}
+    for number, section in zip(sections[::2], sections[1::2]):
+        step = next(s for s in STEPS if s.startswith(number + "-"))
+        section = " ".join(section.split())
+        assert re.search(rf"(steps/{step}/test_app\.py|step {number}'s `test_app\.py`)",
+                         section), f"step {step} never has its tests copied"
+        said[step] = int(re.findall(r"`(\d+) passed`", section)[-1])
+    assert list(said) == STEPS[:STEPS.index(PART_1_END) + 1]
+    for step, count in said.items():
+        assert count == collected(step), step

@@ -4,8 +4,12 @@ It is in parts: TUTORIAL.md (Part 1, and the map of all parts), then docs/tutori
 and part3.md. Read in that order, every ```python, ```html and ```javascript block must
 appear verbatim, and in the same order, in the file it comes from: app.py for python,
 chat.html for html and javascript, unless the info string names another file
-(```python test_app.py). Blocks whose info string has a second word that is not a file
-name (```python naive) show code that is deliberately not in the project, and are skipped.
+(```python test_app.py). Part 1 builds the card's chat, the top-level app.py and chat.html;
+Parts 2 and 3 build the hardened chat, so there app.py means hardened/chat.py, chat.html
+hardened/chat.html and test_app.py tests/test_hardened.py. A file named with a path
+(```python workshop/steps/05-writer/app.py) is that file. Blocks whose info string has a
+second word that is not a file name (```python naive) show code that is deliberately not
+in the project, and are skipped.
 """
 import os
 import pathlib
@@ -20,17 +24,29 @@ BLOCK = re.compile(r"^```(\w+)([^\n]*)\n(.*?)^```$", re.MULTILINE | re.DOTALL)
 PARTS = [HERE / "TUTORIAL.md", *sorted((HERE / "docs" / "tutorial").glob("part*.md"))]
 
 
+# What a bare file name means in Parts 2 and 3: the hardened chat's file.
+HARDENED_FILES = {"app.py": "hardened/chat.py", "chat.html": "hardened/chat.html",
+                  "test_app.py": "tests/test_hardened.py"}
+
+
+def in_part(part, name):
+    """The project's file that a block of this part names (or names by default)."""
+    if part != PARTS[0] and "/" not in name:
+        return HARDENED_FILES.get(name, name)
+    return name
+
+
 def synced_blocks():
     """(file name, code) for every block that must match a file, in tutorial order."""
-    text = "\n".join(part.read_text(encoding="utf-8") for part in PARTS)
-    for match in BLOCK.finditer(text):
-        language, words, code = match[1], match[2].split(), match[3]
-        if language not in DEFAULT_FILE:
-            continue
-        if not words:
-            yield DEFAULT_FILE[language], code
-        elif "." in words[0]:  # a file name
-            yield words[0], code
+    for part in PARTS:
+        for match in BLOCK.finditer(part.read_text(encoding="utf-8")):
+            language, words, code = match[1], match[2].split(), match[3]
+            if language not in DEFAULT_FILE:
+                continue
+            if not words:
+                yield in_part(part, DEFAULT_FILE[language]), code
+            elif "." in words[0]:  # a file name
+                yield in_part(part, words[0]), code
 
 
 def test_the_tutorial_has_code_to_check():
