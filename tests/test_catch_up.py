@@ -1,7 +1,8 @@
 """workshop/catch_up.py puts a step's files into an attendee's folder, and asks before it
-replaces one of theirs."""
+replaces one of theirs, keeping a copy of any it replaces; caches are never copied."""
 import filecmp
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -16,11 +17,12 @@ def catch_up(folder, *args, answers=""):
 
 
 def test_an_empty_folder_gets_the_whole_checkpoint(tmp_path):
-    result = catch_up(tmp_path, "16")
+    result = catch_up(tmp_path, "18")
     assert result.returncode == 0, result.stderr
-    comparison = filecmp.dircmp(STEPS / "16-guards", tmp_path, ignore=["__pycache__"])
+    comparison = filecmp.dircmp(STEPS / "18-guards", tmp_path,
+                                ignore=["__pycache__", ".pytest_cache"])
     assert not comparison.left_only and not comparison.diff_files
-    assert not filecmp.dircmp(STEPS / "16-guards" / "safeguards", tmp_path / "safeguards",
+    assert not filecmp.dircmp(STEPS / "18-guards" / "safeguards", tmp_path / "safeguards",
                               ignore=["__pycache__"]).diff_files
     assert "copied: app.py, chat.html" in result.stdout
 
@@ -34,11 +36,40 @@ def test_a_file_of_yours_is_replaced_only_if_you_say_so(tmp_path):
     replaced = catch_up(tmp_path, "8", answers="y\n")
     assert replaced.returncode == 0, replaced.stderr
     assert filecmp.cmp(STEPS / "08-rate-limit" / "app.py", tmp_path / "app.py", shallow=False)
+    assert (tmp_path / "app.py.bak").read_text() == "# mine\n"  # a half-edited file is kept
+    assert "yours kept as: app.py.bak" in replaced.stdout
+
+
+def test_each_replacement_keeps_a_copy_of_its_own(tmp_path):
+    (tmp_path / "app.py").write_text("# first\n")
+    catch_up(tmp_path, "05", "--yes")
+    (tmp_path / "app.py").write_text("# second\n")
+    catch_up(tmp_path, "06", "--yes")
+    assert (tmp_path / "app.py.bak").read_text() == "# first\n"
+    assert (tmp_path / "app.py.bak1").read_text() == "# second\n"
+
+
+def test_caches_are_never_copied(tmp_path):
+    """Running pytest in a checkpoint leaves caches there; they are not the step's."""
+    kit = tmp_path / "kit"
+    shutil.copytree(HERE / "workshop", kit / "workshop",
+                    ignore=shutil.ignore_patterns("__pycache__", ".pytest_cache"))
+    step = kit / "workshop" / "steps" / "08-rate-limit"
+    (step / ".pytest_cache" / "v" / "cache").mkdir(parents=True)
+    (step / ".pytest_cache" / "v" / "cache" / "nodeids").write_text("[]")
+    (step / "__pycache__").mkdir()
+    (step / "__pycache__" / "app.cpython-311.pyc").write_bytes(b"\0")
+    mine = tmp_path / "chat"
+    mine.mkdir()
+    result = subprocess.run([sys.executable, str(kit / "workshop" / "catch_up.py"), "08"],
+                            cwd=mine, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in mine.iterdir()) == ["app.py", "chat.html", "test_app.py"]
 
 
 def test_with_no_one_to_ask_your_files_are_kept(tmp_path):
     (tmp_path / "chat.html").write_text("<p>mine</p>\n")
-    result = catch_up(tmp_path, "01-echo")  # stdin is empty: nobody answers
+    result = catch_up(tmp_path, "02-broadcast")  # stdin is empty: nobody answers
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "chat.html").read_text() == "<p>mine</p>\n"
     assert (tmp_path / "app.py").exists()

@@ -3,9 +3,11 @@
     python ../chat-finished/workshop/catch_up.py 08
 
 copies the checkpoint workshop/steps/08-rate-limit/ (app.py, chat.html, test_app.py, and
-from step 15 the modules in safeguards/) into the current folder. Before it replaces a
-file of yours that differs, it asks. `--yes` replaces without asking; `--into FOLDER`
-copies somewhere else. Standard library only.
+from step 17 the modules in safeguards/) into the current folder. Before it replaces a
+file of yours that differs, it asks, and it keeps yours beside it: app.py.bak (then
+app.py.bak1, ...). `--yes` replaces without asking, keeping yours the same way; `--into
+FOLDER` copies somewhere else. Caches (__pycache__, .pytest_cache) are never copied.
+Standard library only.
 """
 import argparse
 import filecmp
@@ -23,7 +25,7 @@ def main():
     target = pathlib.Path(args.into).resolve()
     if target == KIT or STEPS in target.parents or target == STEPS:
         sys.exit(f"{target} is the kit itself: run catch_up.py in your own folder.")
-    copied, kept, same = [], [], []
+    copied, kept, same, backups = [], [], [], []
     for name in files_of(step):
         mine = target / name
         if mine.exists() and filecmp.cmp(step / name, mine, shallow=False):
@@ -32,10 +34,12 @@ def main():
                                                         f" step {step.name}'s? [y/N] ")):
             kept.append(name)
         else:
+            if mine.exists():
+                backups.append(keep_a_copy(mine))
             mine.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(step / name, mine)
             copied.append(name)
-    report(step, target, copied, kept, same)
+    report(step, target, copied, kept, same, backups)
 
 
 def parse_arguments():
@@ -62,10 +66,24 @@ def find_step(wanted):
              + ", ".join(step.name for step in steps()))
 
 
+CACHES = {"__pycache__", ".pytest_cache"}  # made by running a checkpoint: not the step's
+
+
 def files_of(step):
     """What an attendee's folder holds at that step, by path inside the folder."""
     return sorted(path.relative_to(step).as_posix() for path in step.rglob("*")
-                  if path.is_file() and "__pycache__" not in path.parts)
+                  if path.is_file() and not CACHES & set(path.relative_to(step).parts)
+                  and path.suffix != ".pyc")
+
+
+def keep_a_copy(mine):
+    """Copy a file about to be replaced to NAME.bak, or NAME.bak1, ... if that exists."""
+    for n in range(1000):
+        backup = mine.with_name(f"{mine.name}.bak{n or ''}")
+        if not backup.exists():
+            shutil.copyfile(mine, backup)
+            return backup.name
+    sys.exit(f"Too many copies of {mine.name} kept: remove some of {mine.name}.bak*.")
 
 
 def agrees(question):
@@ -76,8 +94,10 @@ def agrees(question):
         return False
 
 
-def report(step, target, copied, kept, same):
+def report(step, target, copied, kept, same, backups):
     print(f"Step {step.name} into {target}:")
+    if backups:
+        print(f"  yours kept as: {', '.join(backups)}")
     for verb, names in (("copied", copied), ("kept yours (not replaced)", kept),
                         ("already the same", same)):
         if names:
