@@ -45,7 +45,7 @@ def test_a_port_that_is_taken_is_a_problem():
     problems = [line for line in result.stdout.splitlines() if line.startswith("PROBLEM")]
     assert len(problems) == 1, result.stdout
     assert f"port {port} on 127.0.0.1 is taken" in problems[0]
-    assert f"flask run --port {port + 1}" in problems[0]
+    assert f"flask run --debug --port {port + 1}" in problems[0]
     assert f"--url ws://127.0.0.1:{port + 1}/ws" in problems[0]
     assert result.stdout.splitlines()[-1].startswith("1 problem(s)")
 
@@ -59,3 +59,8 @@ def test_a_version_out_of_range_is_a_problem():
     assert text.startswith("flask 3.") and "needs 4.0 or later, below 5.0" in text
     ok, text = check_setup.check_package("no-such-package", "no_such_module", (1, 0), (2, 0))
     assert not ok and "no-such-package is not installed" in text
+
+
+def test_it_names_the_attendees_chat_folder_not_the_workshops():
+    text = (pathlib.Path(__file__).parent.parent / "workshop" / "check_setup.py").read_text()
+    assert "your chat folder" in text and "workshop folder" not in text

@@ -1,6 +1,7 @@
-"""Is this machine ready for the workshop? Run it before the day, in the workshop folder:
+"""Is this machine ready for the workshop? Run it before the day, in your chat folder (the
+`chat` folder beside the kit, `chat-finished`):
 
-    python check_setup.py
+    python ../chat-finished/workshop/check_setup.py
 
 with the virtual environment active. Each line says OK, or PROBLEM and what to do; it exits
 with status 0 only if every line is OK. It uses nothing but Python's standard library, and
@@ -43,7 +44,7 @@ def check_virtual_environment():
     if os.environ.get("CONDA_PREFIX") == sys.prefix:
         return True, "in a conda environment: " + sys.prefix
     return False, ("not in a virtual environment (this is " + sys.executable + "): in"
-                   " the workshop folder, run " + ACTIVATE + ", then run this again")
+                   " your chat folder, run " + ACTIVATE + ", then run this again")
 
 
 def version_tuple(version):
@@ -82,8 +83,8 @@ def check_port(port):
         except OSError as error:
             other = port + 1
             return False, (
-                "port {} on 127.0.0.1 is taken ({}): run the chat with `flask run --port"
-                " {}`, open http://127.0.0.1:{}, and give break_it.py --url"
+                "port {} on 127.0.0.1 is taken ({}): run the chat with `flask run --debug"
+                " --port {}`, open http://127.0.0.1:{}, and give break_it.py --url"
                 " ws://127.0.0.1:{}/ws".format(port, error.strerror or error, other,
                                                other, other))
     return True, "port {} on 127.0.0.1 is free".format(port)
