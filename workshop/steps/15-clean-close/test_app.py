@@ -107,6 +107,30 @@ def test_every_client_receives_each_message_trimmed(connect):
     assert receive(bob) == {"name": "anonymous", "message": "who am I?"}
 
 
+def test_a_client_that_left_is_not_sent_to(connect):
+    ada, bob, cy = connect(), connect(), connect()
+    bob.close()
+    wait_until(lambda: len(chat.clients) == 2)
+    say(ada, "still here?")
+    assert receive(ada) == receive(cy) == {"name": "Ada", "message": "still here?"}
+
+
+def test_messages_sent_at_once_reach_everyone_in_one_order(connect, monkeypatch):
+    monkeypatch.setattr(chat, "RATE_BURST", 1000)
+    ada, bob = connect(), connect()
+    senders = [connect() for _ in range(4)]
+    threads = [DaemonThread(target=lambda ws=ws, n=n: [say(ws, f"{n}.{m}") for m in range(50)])
+               for n, ws in enumerate(senders)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(TIMEOUT)
+    seen = [[receive(ws)["message"] for _ in range(200)] for ws in (ada, bob)]
+    assert seen[0] == seen[1]
+    for n in range(4):  # and each sender's in the order it sent them
+        assert [m for m in seen[0] if m.startswith(f"{n}.")] == [f"{n}.{m}" for m in range(50)]
+
+
 @pytest.mark.parametrize("frame, words", [
     (b"binary", "Send text"),
     ("hello", "not valid JSON"),
@@ -267,9 +291,9 @@ def test_a_frame_over_the_limit_closes_with_1009_and_nothing_after(server):
     s.close()
 
 
-def test_a_peer_that_vanished_is_found_by_pings(app, server):
+def test_a_peer_that_vanished_is_found_by_pings(app, server, monkeypatch):
     assert app.config["SOCK_SERVER_OPTIONS"]["ping_interval"] == chat.PING_INTERVAL
-    app.config["SOCK_SERVER_OPTIONS"]["ping_interval"] = 0.2  # not to wait 25 seconds
+    monkeypatch.setitem(app.config["SOCK_SERVER_OPTIONS"], "ping_interval", 0.2)  # not 25 s
     s, _ = raw_handshake(server)  # it never answers a ping
     frames, after = read_to_the_end(s)
     assert [opcode for opcode, _ in frames] == [0x9, 0x8]  # a ping, then goodbye
@@ -311,6 +335,12 @@ def test_joins_and_leaves_are_logged_with_the_count(connect, caplog):
     assert [r.getMessage() for r in caplog.records if r.name == "app"] == [
         "127.0.0.1 joined, 1 connected", "127.0.0.1 joined, 2 connected",
         "127.0.0.1 left, 1 connected", "127.0.0.1 left, 0 connected"]
+
+
+def test_the_page_shows_its_state_and_finds_its_socket_beside_it(server):
+    with urllib.request.urlopen(f"http://{server}/", timeout=TIMEOUT) as response:
+        page = response.read().decode()
+    assert 'id="status"' in page and 'new URL("ws", location.href)' in page
 
 
 def test_it_mounts_at_any_prefix_and_keeps_the_hosts_socket_options():
