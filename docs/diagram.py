@@ -1,15 +1,24 @@
-"""Draw docs/threads.png: the hardened chat's connections, threads, queues and lock, as
-hardened/chat.py runs them. Two connections are drawn in full; every other one is the same, and one
-thread, the room's sender, writes to them all.
+"""Draw the threads diagrams: each browser's connection, its threads and its outbox, and
+what the threads share under one lock, as one chat's code runs them. Each drawing shows
+the names of one file, which its title names:
 
-Run it from the project's folder, with matplotlib installed (pip install matplotlib):
+- docs/threads.png: workshop/steps/05-writer/app.py, where the tutorial and the teacher's
+  guide first show it (step 05: a writer thread and an outbox per connection);
+- docs/threads-card.png: app.py, the card's chat, that step 15 ends at (the outbox is
+  bounded, the history and the clean close are in);
+- docs/threads-hardened.png: hardened/chat.py, whose one sender writes to the whole room.
+
+Two connections are drawn in full; every other one is the same. Run it from the project's
+folder, with matplotlib installed (pip install matplotlib):
 
     python docs/diagram.py
 
 It refuses to write a drawing in which a label runs into a box or another label.
+tests/test_diagram.py checks that every name of code a drawing shows is in its file.
 """
 import itertools
 import pathlib
+from collections import namedtuple
 
 import matplotlib
 
@@ -17,26 +26,28 @@ matplotlib.use("Agg")  # draw to a file: no window, no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch  # noqa: E402
 
-OUTPUT = pathlib.Path(__file__).resolve().parent / "threads.png"
+DOCS = pathlib.Path(__file__).resolve().parent
 WIDTH, HEIGHT = 107, 74  # the drawing's own units; the figure keeps their proportions
 INCHES = (17.12, 11.84)
 DPI = 100
 FONT = 10.5
 ROW = 22  # drawing units one connection's row is tall
-BAND = 18  # drawing units between the two rows, where the room's sender is
+BAND = 18  # drawing units between the two rows
 LABEL_GAP = 2  # pixels a label keeps from every box, label and arrow
 ARROW_SAMPLES = 200  # points checked along each arrow: closer than a label is tall
 
 # One colour per kind of thing, light enough for black text on it.
 BROWSER, SOCKET, THREAD, QUEUE, SHARED = "#dbe9f6", "#e8e8e8", "#fde7c8", "#d9f0d3", "#f3e0f0"
+NOTE = "#ffffff"  # what a function does, in the thread that calls it
 LOCK, ERROR, DELIVERY = "#7a1f6e", "#a33333", "#2c6e2c"
 FADED = "#8a8a8a"  # what a connection has only while its client is behind
 
 
-def box(ax, x, y, w, h, text, colour, weight="normal", faded=False):
+def box(ax, x, y, w, h, text, colour, weight="normal", faded=False, dashed=False):
     patch = FancyBboxPatch((x, y), w, h, boxstyle="round,pad=0.3", facecolor=colour,
                            edgecolor=FADED if faded else "#444444", linewidth=1.2,
-                           linestyle="--" if faded else "-", alpha=0.5 if faded else 1)
+                           linestyle="--" if faded or dashed else "-",
+                           alpha=0.5 if faded else 1)
     ax.add_patch(patch)
     words = ax.text(x + w / 2, y + h / 2, text, ha="center", va="center", fontsize=FONT,
                     fontweight=weight, linespacing=1.35, color="#555555" if faded else "black")
@@ -55,7 +66,143 @@ def label(ax, x, y, text, colour="#222222", ha="center", va="bottom"):
                    fontstyle="italic", linespacing=1.25)
 
 
-def connection(ax, bottom, person, flipped):
+def canvas(title):
+    fig, ax = plt.subplots(figsize=INCHES, dpi=DPI)
+    ax.set_xlim(0, WIDTH)
+    ax.set_ylim(0, HEIGHT)
+    ax.axis("off")
+    ax.text(0.5, 73.5, title, fontsize=FONT + 4, fontweight="bold", va="top")
+    return fig, ax
+
+
+def lock_frame(ax):
+    """The dashed frame of what clients_lock guards, and its title."""
+    ax.add_patch(FancyBboxPatch((77, 11), 28, 52, boxstyle="round,pad=0.5",
+                                facecolor="none", edgecolor=LOCK, linewidth=2.2,
+                                linestyle="--"))
+    return ax.text(91, 64.2, "guarded by clients_lock\n(one threading.Lock)",
+                   ha="center", va="bottom", fontsize=FONT + 0.5, color=LOCK,
+                   fontweight="bold")
+
+
+# What differs between step 05's chat and the card's, app.py at step 15.
+Card = namedtuple("Card", "title handler outbox shared note errors footer")
+
+STEP_05 = Card(
+    title="How step 05's app.py (workshop/steps/05-writer) serves the room: three threads"
+          " per connection, one lock for the set they share",
+    handler="handler thread: chat(ws)\njoin(client), then receive_messages():\n"
+            "ws.receive(), then broadcast(frame);\nat the end, leave(client), finish(client)",
+    outbox="outbox: queue.Queue(),\nno limit yet: frames\nnot yet sent",
+    shared=[((78.5, 12, 25, 50),
+             "clients\n\na set: one (ws, outbox)\nfor each open connection\n\n"
+             "join() adds its client,\nleave() removes it;\nbroadcast() goes through\n"
+             "them all, with send_to()")],
+    note=("broadcast(frame), in the sender's handler thread",
+          "under clients_lock, for each client in clients: send_to(client, frame),\n"
+          "which puts the frame in that client's outbox (put_nowait).\n"
+          "It never waits for a browser: the writers do the sending.\n"
+          "finish(client) puts None in the outbox: its writer ends"),
+    errors=False,
+    footer="… and the same for every other browser: its own socket, reader, handler, writer"
+           " and outbox; broadcast() puts each frame in every outbox.",
+)
+
+CARD = Card(
+    title="How app.py, the card's chat (step 15), serves the room: three threads per"
+          " connection, one lock for what they share",
+    handler="handler thread: chat(ws): join(client),\nreceive_messages(): ws.receive(),\n"
+            "parse_message(), broadcast();\nat the end, leave(client), finish(client)",
+    outbox="outbox: queue.Queue(\nmaxsize=OUTBOX_SIZE);\nfull: hang_up(ws)",
+    shared=[((78.5, 39.5, 25, 22.5),
+             "clients\n\na set: one (ws, outbox)\nfor each open connection\n\n"
+             "join() adds its client,\nleave() removes it"),
+            ((78.5, 12, 25, 22.5),
+             "history\n\nthe last HISTORY_SIZE (10)\nframes: broadcast() adds\n"
+             "each; join() puts them in\na newcomer's outbox")],
+    note=("broadcast(message), in the sender's handler thread",
+          "encodes the frame once; under clients_lock, adds it to history and,\n"
+          "for each client in clients, send_to(client, frame): put_nowait in its\n"
+          "outbox, never waiting for a browser. A full outbox: hang_up(ws) shuts\n"
+          "its socket. finish(client) waits for ws.thread, then hang_up(ws)"),
+    errors=True,
+    footer="… and the same for every other browser: its own socket, reader, handler, writer"
+           " and outbox; broadcast() puts each frame in every outbox.",
+)
+
+
+def card_connection(ax, bottom, person, flipped, card):
+    """One browser's connection in the card's chat: its socket, the library's reader, the
+    handler, the writer and its outbox. Bob's row is Ada's upside down, so that both
+    face the band between them. Returns its boxes, arrows and labels, and y(): where a
+    height in the row, counted from the row's edge far from the band, is drawn."""
+
+    def y(up, tall=0):
+        return bottom + ROW - up - tall if flipped else bottom + up
+
+    boxes = [
+        box(ax, 0.5, y(4, 14), 11.5, 14, f"{person}'s\nbrowser\n\nnew WebSocket\n(\"…/ws\")",
+            BROWSER, weight="bold"),
+        box(ax, 16, y(-2.5, 24.5), 6, 24.5, "socket\n(TCP)\n\none per\nbrowser", SOCKET),
+        box(ax, 28.5, y(17.5, 4.5), 28, 4.5,
+            "reader thread: simple-websocket's\nreads frames, answers pings", THREAD),
+        box(ax, 28.5, y(8.5, 6.5), 28, 6.5, card.handler, THREAD, weight="bold"),
+        box(ax, 28.5, y(1, 4.5), 19.5, 4.5,
+            "writer thread: write_frames()\nthe only one that sends on\n"
+            "this socket: ws.send(frame)", THREAD),
+        box(ax, 51, y(1, 4.5), 15, 4.5, card.outbox, QUEUE),
+    ]
+    arrows = [
+        arrow(ax, (12.7, y(14)), (15.6, y(14))),  # what the browser sends
+        arrow(ax, (15.6, y(8)), (12.7, y(8))),    # what it receives
+        arrow(ax, (22.4, y(20)), (28.1, y(20))),
+        arrow(ax, (42.5, y(17.1)), (42.5, y(15.4))),
+        arrow(ax, (50.6, y(3.25)), (48.4, y(3.25))),
+        arrow(ax, (28.1, y(3.25)), (22.4, y(3.25))),
+        # Every message goes to the lock's side; every frame comes back to each outbox.
+        arrow(ax, (56.9, y(12.5)), (78.1, y(12.5))),
+        arrow(ax, (78.1, y(3.25)), (66.4, y(3.25)), colour=DELIVERY),
+    ]
+    above, below = ("bottom", "top") if person == "Ada" else ("top", "bottom")
+    labels = [
+        label(ax, 25.25, y(20) + 0.4, "bytes in"),
+        label(ax, 43.3, y(16.25), "ws.receive()", ha="left", va="center"),
+        label(ax, 25.25, y(3.25) + 0.4, "bytes out"),
+        label(ax, 57.5, y(12.9), "broadcast(): every message", ha="left", va=above),
+        label(ax, 67, y(3.65), "send_to()", colour=DELIVERY, ha="left", va=above),
+    ]
+    if card.errors:
+        # A refusal goes back to its sender alone, in its turn, through its own outbox.
+        arrows.append(arrow(ax, (56.9, y(9.5)), (61, y(5.9)), colour=ERROR, dashed=True))
+        labels.append(label(ax, 61.5, y(8), "an error: send_to(client, …),\n"
+                            "to the sender alone", colour=ERROR, ha="left", va="center"))
+    return boxes, arrows, labels
+
+
+def draw_card(card):
+    fig, ax = canvas(card.title)
+    boxes = [box(ax, *place, text, SHARED, weight="bold") for place, text in card.shared]
+    arrows, labels = [], [lock_frame(ax)]
+    bob_bottom = 6
+    middle = bob_bottom + ROW + BAND / 2  # of the band between the rows
+    for bottom, person, flipped in ((bob_bottom + ROW + BAND, "Ada", False),
+                                    (bob_bottom, "Bob", True)):
+        own_boxes, own_arrows, own_labels = card_connection(ax, bottom, person, flipped,
+                                                            card)
+        boxes += own_boxes
+        arrows += own_arrows
+        labels += own_labels
+    heading, words = card.note
+    patch, _ = box(ax, 28.5, middle - 6, 45, 12, "", NOTE, dashed=True)
+    boxes += [(patch, ax.text(51, middle + 5.2, heading, ha="center", va="top",
+                              fontsize=FONT, fontweight="bold")),
+              (patch, ax.text(51, middle - 1, words, ha="center", va="center",
+                              fontsize=FONT, linespacing=1.35))]
+    labels.append(ax.text(0.5, 0.5, card.footer, fontsize=FONT, fontstyle="italic"))
+    return fig, boxes, arrows, labels
+
+
+def hardened_connection(ax, bottom, person, flipped):
     """One browser's connection: its socket, its two threads, its outbox, and the writer
     it has only while behind. Bob's row is Ada's upside down, so that both face the
     room's sender between them. Returns its boxes, arrows and labels, and y(): where a
@@ -96,14 +243,9 @@ def connection(ax, bottom, person, flipped):
     return boxes, arrows, labels, y
 
 
-def shared_state(ax):
+def hardened_shared_state(ax):
     """to_send, clients and history, all under clients_lock."""
-    ax.add_patch(FancyBboxPatch((77, 11), 28, 52, boxstyle="round,pad=0.5",
-                                facecolor="none", edgecolor=LOCK, linewidth=2.2,
-                                linestyle="--"))
-    title = ax.text(91, 64.2, "guarded by clients_lock\n(one threading.Lock)",
-                    ha="center", va="bottom", fontsize=FONT + 0.5, color=LOCK,
-                    fontweight="bold")
+    title = lock_frame(ax)
     boxes = [
         box(ax, 78.5, 12, 10.5, 50, "to_send\n\nframes for\nthe room's\nsender:\n"
             "(frame,\nto whom:\nEVERYONE\nor one ws)\n\nqueue_to_\nsend()\nappends,\n"
@@ -135,51 +277,18 @@ def room_sender(ax, middle):
     return [(patch, heading), (patch, words)]
 
 
-def clashes(fig, boxes, arrows, labels):
-    """What runs into what, in the drawn picture: a box's text out of its box, a label on
-    a box, on another label or on an arrow. Empty in a clean drawing."""
-    renderer = fig.canvas.get_renderer()
+def draw_hardened():
+    fig, ax = canvas("How hardened/chat.py serves the room: two threads per connection, one"
+                     " sender for the whole room, one lock for what they share")
 
-    def extent(artist, gap=0):
-        return artist.get_window_extent(renderer).padded(gap)
-
-    found = [f"{words.get_text()!r} spills out of its box" for patch, words in boxes
-             if not extent(patch).contains(*extent(words).min)
-             or not extent(patch).contains(*extent(words).max)]
-    spaced = [(text, extent(text, LABEL_GAP)) for text in labels]
-    found += [f"{a.get_text()!r} runs into {b.get_text()!r}"
-              for (a, one), (b, other) in itertools.combinations(spaced, 2)
-              if one.overlaps(other)]
-    found += [f"{text.get_text()!r} runs into the box of {words.get_text()!r}"
-              for text, room in spaced for patch, words in boxes
-              if room.overlaps(extent(patch))]
-    to_pixels = fig.axes[0].transData.transform
-    for start, end in arrows:
-        (x0, y0), (x1, y1) = to_pixels(start), to_pixels(end)
-        points = [(x0 + (x1 - x0) * n / ARROW_SAMPLES, y0 + (y1 - y0) * n / ARROW_SAMPLES)
-                  for n in range(ARROW_SAMPLES + 1)]
-        found += [f"{text.get_text()!r} sits on the arrow from {start} to {end}"
-                  for text, room in spaced if any(room.contains(*p) for p in points)]
-    return found
-
-
-def main():
-    fig, ax = plt.subplots(figsize=INCHES, dpi=DPI)
-    ax.set_xlim(0, WIDTH)
-    ax.set_ylim(0, HEIGHT)
-    ax.axis("off")
-    ax.text(0.5, 73.5, "How hardened/chat.py serves the room: two threads per connection, one sender"
-            " for the whole room, one lock for what they share", fontsize=FONT + 4,
-            fontweight="bold", va="top")
-
-    boxes, lock_title = shared_state(ax)
+    boxes, lock_title = hardened_shared_state(ax)
     arrows, labels = [], [lock_title]
     bob_bottom = 6
     middle = bob_bottom + ROW + BAND / 2  # of the band between the rows
     rows = {}
     for bottom, person, flipped in ((bob_bottom + ROW + BAND, "Ada", False),
                                     (bob_bottom, "Bob", True)):
-        own_boxes, own_arrows, own_labels, rows[person] = connection(ax, bottom, person,
+        own_boxes, own_arrows, own_labels, rows[person] = hardened_connection(ax, bottom, person,
                                                                      flipped)
         boxes += own_boxes
         arrows += own_arrows
@@ -210,11 +319,62 @@ def main():
                    label(ax, 59.6, (y(-2.6) + y(0.6)) / 2, "if behind", colour=DELIVERY,
                          ha="left", va="center")]
 
+    return fig, boxes, arrows, labels
+
+
+def clashes(fig, boxes, arrows, labels):
+    """What runs into what, in the drawn picture: a box's text out of its box, a label on
+    a box, on another label or on an arrow. Empty in a clean drawing."""
+    renderer = fig.canvas.get_renderer()
+
+    def extent(artist, gap=0):
+        return artist.get_window_extent(renderer).padded(gap)
+
+    found = [f"{words.get_text()!r} spills out of its box" for patch, words in boxes
+             if not extent(patch).contains(*extent(words).min)
+             or not extent(patch).contains(*extent(words).max)]
+    spaced = [(text, extent(text, LABEL_GAP)) for text in labels]
+    found += [f"{a.get_text()!r} runs into {b.get_text()!r}"
+              for (a, one), (b, other) in itertools.combinations(spaced, 2)
+              if one.overlaps(other)]
+    found += [f"{text.get_text()!r} runs into the box of {words.get_text()!r}"
+              for text, room in spaced for patch, words in boxes
+              if room.overlaps(extent(patch))]
+    to_pixels = fig.axes[0].transData.transform
+    for start, end in arrows:
+        (x0, y0), (x1, y1) = to_pixels(start), to_pixels(end)
+        points = [(x0 + (x1 - x0) * n / ARROW_SAMPLES, y0 + (y1 - y0) * n / ARROW_SAMPLES)
+                  for n in range(ARROW_SAMPLES + 1)]
+        found += [f"{text.get_text()!r} sits on the arrow from {start} to {end}"
+                  for text, room in spaced if any(room.contains(*p) for p in points)]
+    return found
+
+
+# Each drawing: the file whose names it shows, and how it is drawn.
+Drawing = namedtuple("Drawing", "source draw")
+DRAWINGS = {
+    "threads.png": Drawing("workshop/steps/05-writer/app.py", lambda: draw_card(STEP_05)),
+    "threads-card.png": Drawing("app.py", lambda: draw_card(CARD)),
+    "threads-hardened.png": Drawing("hardened/chat.py", draw_hardened),
+}
+
+
+def figure(name):
+    """The drawing called name, checked: raises SystemExit if anything in it clashes."""
+    fig, boxes, arrows, labels = DRAWINGS[name].draw()
     found = clashes(fig, boxes, arrows, labels)
     if found:
-        raise SystemExit("Not drawn, because:\n" + "\n".join(found))
-    fig.savefig(OUTPUT, bbox_inches="tight", pad_inches=0.2, facecolor="white")
-    print(f"wrote {OUTPUT}")
+        plt.close(fig)
+        raise SystemExit(f"{name} not drawn, because:\n" + "\n".join(found))
+    return fig
+
+
+def main():
+    for name in DRAWINGS:
+        fig = figure(name)
+        fig.savefig(DOCS / name, bbox_inches="tight", pad_inches=0.2, facecolor="white")
+        plt.close(fig)
+        print(f"wrote {DOCS / name}")
 
 
 if __name__ == "__main__":
