@@ -1,0 +1,149 @@
+"""A close the server sends reaches the browser as a close, with its code and reason, on
+each of the project's two pages (issue 30): the card's chat.html, served by app.py, and
+the hardened chat's. Under Werkzeug, a handler that returns has `HTTP/1.1 200 OK` written
+after its close frame; Chromium then reports "Invalid frame header", the page's onclose
+gets 1006 and no reason, and the page shows nothing. A Python client that stops reading
+at the close frame never sees it: only a browser does.
+
+Each test serves its chat on a free loopback port, as `flask run` does, opens its page in
+Chromium, has the server close the page's connection with a code and a reason, and reads
+them on the page and in the close event, and the console for "Invalid frame header".
+
+They need Debian's chromium and Playwright for Python, as tests/test_browser.py does, and
+are skipped without them, unless REQUIRE_BROWSER=1 (CI), where they fail.
+"""
+import os
+import threading
+
+import pytest
+from werkzeug.serving import make_server
+
+import app as card
+from chat_helpers import CHAT_APP, wait_until
+from hardened import chat as hardened
+from hardened.safeguards import limits
+
+CHROMIUM = "/usr/bin/chromium"  # Debian's package
+try:
+    from playwright.sync_api import expect, sync_playwright
+    MISSING = None if os.path.exists(CHROMIUM) else f"needs {CHROMIUM}: apt-get install chromium"
+except ImportError:
+    MISSING = "needs Playwright: pip install -r tests/requirements-browser.txt"
+if MISSING and os.environ.get("REQUIRE_BROWSER") == "1":  # CI: run them or fail, never skip
+    pytest.fail(MISSING, pytrace=False)
+if MISSING:
+    pytest.skip(MISSING, allow_module_level=True)
+
+CHROMIUM_ARGS = [
+    "--no-sandbox",  # the sandbox cannot start as root, as in CI and containers
+    "--disable-gpu",  # there is none; don't look for it
+    # Talk to nothing but our server: no update checks, no sync, no downloads.
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+BROWSER_TIMEOUT = 20  # seconds any one wait may take; passing tests never wait this long
+CARD_APP = card.create_app()  # the card's chat, as `flask run` serves it
+
+# Before the page's own script: every close event's code and reason, in window.closes.
+RECORD_CLOSES = """
+window.closes = [];
+const PageSocket = window.WebSocket;
+window.WebSocket = class extends PageSocket {
+  constructor(...args) {
+    super(...args);
+    this.addEventListener("close", (event) => window.closes.push([event.code, event.reason]));
+  }
+};
+"""
+
+expect.set_options(timeout=BROWSER_TIMEOUT * 1000)  # milliseconds
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+def serve(wsgi_app):
+    """Serve the app in this process, as `flask run` does, on a free port: its URL, and
+    the server to stop."""
+    httpd = make_server("127.0.0.1", 0, wsgi_app, threaded=True)
+    threading.Thread(target=httpd.serve_forever, args=(0.01,), daemon=True).start()
+    return f"http://127.0.0.1:{httpd.server_port}/", httpd
+
+
+@pytest.fixture
+def open_page(browser):
+    """Open a page as a new person; `open_page.console` is every console line of them all."""
+    contexts, console = [], []
+
+    def open_page(url, wait_online=True):
+        context = browser.new_context()
+        contexts.append(context)
+        context.set_default_timeout(BROWSER_TIMEOUT * 1000)  # milliseconds
+        page = context.new_page()
+        page.add_init_script(RECORD_CLOSES)
+        page.on("console", lambda message: console.append(f"{message.type}: {message.text}"))
+        page.on("pageerror", lambda error: console.append(f"pageerror: {error}"))
+        page.goto(url)
+        if wait_online:
+            expect(page.locator("#status")).to_have_text("online")
+        return page
+
+    open_page.console = console
+    yield open_page
+    for context in contexts:
+        context.close()
+
+
+def first_close(page):
+    page.wait_for_function("window.closes.length > 0")
+    return page.evaluate("window.closes[0]")
+
+
+def test_the_card_page_shows_a_1009_close_and_its_reason(open_page, monkeypatch):
+    errors = []
+    monkeypatch.setattr("threading.excepthook", errors.append)
+    url, httpd = serve(CARD_APP)
+    try:
+        page = open_page(url)
+        # As the guide has the room do it, in the page's console (F12).
+        page.evaluate(f"socket.send('x'.repeat({card.MAX_FRAME_BYTES + 1}))")
+        expect(page.locator("#error")).to_have_text("Disconnected: 1009 Message is too big")
+        assert first_close(page) == [1009, "Message is too big"]
+        expect(page.locator("#status")).to_have_text("online")  # and it connects again
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        with card.clients_lock:
+            for ws, _ in card.clients:
+                card.hang_up(ws)
+        wait_until(lambda: not card.clients, timeout=BROWSER_TIMEOUT)
+    assert not [line for line in open_page.console if "Invalid frame header" in line]
+    assert errors == []
+
+
+def test_the_hardened_page_shows_a_refusal_and_its_reason(open_page, monkeypatch):
+    errors = []
+    monkeypatch.setattr("threading.excepthook", errors.append)
+    monkeypatch.setattr(limits, "CONNECTIONS_PER_ADDRESS", 1)
+    hardened.history.clear()
+    url, httpd = serve(CHAT_APP)
+    reason = "Too many connections from your address (at most 1); close one and try again."
+    try:
+        open_page(url)  # Ada's tab takes the one place of 127.0.0.1
+        bob = open_page(url, wait_online=False)
+        expect(bob.locator("#error")).to_have_text(reason)
+        assert first_close(bob) == [1013, reason]
+        expect(bob.locator("#status")).to_have_text("offline")
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        with hardened.clients_lock:
+            for ws in hardened.clients:
+                hardened.hang_up(ws)
+        wait_until(lambda: not hardened.clients, timeout=BROWSER_TIMEOUT)
+    assert not [line for line in open_page.console if "Invalid frame header" in line]
+    assert errors == []
