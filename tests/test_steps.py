@@ -814,6 +814,7 @@ def collected(step):
     return int(result.stdout.strip().splitlines()[-1].split()[0])
 
 
+@pytest.mark.slow  # a pytest process per step to count its tests: 20 s
 def test_part_1_has_each_steps_tests_copied_and_says_how_many_pass():
     """Every step of Part 1 tells the attendee to copy its test_app.py, and says what
     pytest will say. (A step's section names its folder: steps/NN-name/.)"""
