@@ -1,4 +1,5 @@
-"""bench.py's clients must behave like browsers and judge every frame; quick, no servers."""
+"""bench.py's clients must behave like browsers and judge every frame, and both chats must
+start as the bench starts them; quick: one test starts the card's chat, for a second."""
 import asyncio
 import json
 
@@ -28,7 +29,7 @@ def test_clients_never_push_back_and_offer_compression(monkeypatch):
     monkeypatch.setattr(bench, "connect", fake_connect)
     no_wait = asyncio.sleep
     monkeypatch.setattr(bench.asyncio, "sleep", lambda seconds: no_wait(0))
-    asyncio.run(bench.open_clients("ours", 1, 1))
+    asyncio.run(bench.open_clients("hardened", 1, 1))
     assert seen["max_queue"] is None  # a page's onmessage queue has no limit
     assert seen["compression"] == "deflate"  # browsers offer permessage-deflate
 
@@ -69,12 +70,30 @@ def test_socketio_frames_are_judged_and_pings_answered():
     assert answered == ["3"]
 
 
-def test_the_command_that_starts_ours_finds_the_modules_it_patches():
+def test_the_stuck_readers_messages_fit_the_cards_limit(monkeypatch):
+    """The card's chat refuses more than 1,000 characters: the 1 KB messages must fit."""
+    monkeypatch.syspath_prepend(bench.PROJECT)
+    import app
+    stamp = f"{10**8 + 0.5:.6f} "  # time.perf_counter(), three years after boot
+    assert len(stamp) + 4 * -(-bench.NOISE_BYTES // 3) <= app.MAX_MESSAGE_CHARS
+
+
+def test_the_command_that_starts_the_hardened_chat_finds_the_modules_it_patches():
     """It imported `limits` from the top level, which moved into safeguards/ (now in
     hardened/): the bench could not start our chat at all, and no quick test noticed."""
     import subprocess
     import sys
-    preamble = bench.OURS_RUN.split("from flask.cli")[0]
+    preamble = bench.HARDENED_RUN.split("from flask.cli")[0]
     result = subprocess.run([sys.executable, "-c", preamble], cwd=bench.PROJECT,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+def test_the_cards_chat_starts_under_flask_run_and_relays():
+    """`flask run` in the project's folder, as a learner types it, finds app.py."""
+    from websockets.sync.client import connect
+
+    with bench.running("card") as (port, pid):
+        with connect(f"ws://127.0.0.1:{port}/ws", open_timeout=10) as ws:
+            ws.send(json.dumps({"name": "bench", "message": "hello"}))
+            assert json.loads(ws.recv(timeout=10)) == {"name": "bench", "message": "hello"}
