@@ -21,7 +21,7 @@ MAX_NAME_CHARS = 32          # fits on one line beside the message
 MAX_FRAME_BYTES = 16 * 1024  # the library closes with 1009 before we read anything bigger
 RATE_BURST = 20              # messages one connection may send at once...
 RATE_PER_SECOND = 5          # ...and on average after that: faster than anyone types
-OUTBOX_SIZE = 500            # frames waiting for one tab; more means it stopped reading
+OUTBOX_SIZE = 2000           # frames for one tab: 100 people's bursts; more, it stopped reading
 PING_INTERVAL = 25           # seconds; finds peers that vanished without saying goodbye
 WAKE_INTERVAL = 0.5          # seconds; see receive_messages()
 

@@ -28,7 +28,7 @@ MAX_FRAME_CHARS = 64 * 1024  # the library closes with 1009 before we read anyth
 RATE_BURST = 20              # messages one connection may send at once...
 RATE_PER_SECOND = 5          # ...and on average after that: faster than anyone types
 # (and per address, whatever its number of connections: see safeguards/limits.py)
-OUTBOX_SIZE = 500            # frames waiting for one tab; more means it stopped reading
+OUTBOX_SIZE = 2000           # frames for one tab: 100 people's bursts; more, it stopped reading
 SEND_TIMEOUT = 10            # seconds a socket may accept nothing before we give up on it
 SEND_BUFFER = 64 * 1024      # kernel bytes per client: plenty for chat, little to pin
 PING_INTERVAL = 25           # seconds; finds peers that vanished without saying goodbye
