@@ -7,7 +7,7 @@ request that reads it.
 import os
 
 
-def whole_number(name, default, least=0):
+def whole_number(name, default, least=0, most=None):
     text = os.environ.get(name)
     if text is None or text.strip() == "":
         return default
@@ -15,6 +15,8 @@ def whole_number(name, default, least=0):
         value = int(text)
     except ValueError:
         value = least - 1
+    if most is not None and not least <= value <= most:
+        raise ValueError(f"{name} must be a whole number from {least} to {most}, not {text!r}.")
     if value < least:
         raise ValueError(f"{name} must be a whole number of at least {least}, not {text!r}.")
     return value
@@ -36,6 +38,11 @@ CONNECTIONS_PER_ADDRESS = whole_number("CHAT_CONNECTIONS_PER_ADDRESS", 64, least
 # connection still gets its even share of it (limits.py).
 MESSAGES_PER_SECOND_PER_ADDRESS = whole_number("CHAT_MESSAGES_PER_SECOND_PER_ADDRESS", 40,
                                                least=1)
+# How many leading bits of an IPv6 address the limits count as one address. A home or a
+# phone is given a /64, so 64 holds each to one share; but whoever holds a /48 (every
+# 6to4 address does) has 65,536 /64s, so where scripts come from such networks, 48 or 56
+# (a home's usual delegations) holds a whole site to one share, its people included.
+IPV6_PREFIX = whole_number("CHAT_IPV6_PREFIX", 64, least=32, most=128)
 # Under gunicorn, the threads of each worker, which gunicorn.conf.py gives it: each
 # websocket holds one for life, so the chat lets in that many less SPARE_THREADS.
 SERVER_THREADS = whole_number("CHAT_SERVER_THREADS", 100, least=2)

@@ -11,7 +11,7 @@ reverse proxy everyone has the proxy's address unless TRUSTED_PROXIES is set. So
 address's allowance is shared fairly: while it lasts, anyone may use it; when it runs
 short, each connection still gets its even share, and what is refused or slowed falls on
 the connections taking more than theirs. An IPv6 address counts with its whole /64, which
-one home or phone is given.
+one home or phone is given, unless CHAT_IPV6_PREFIX says otherwise (settings.py).
 """
 import ipaddress
 import threading
@@ -27,6 +27,7 @@ except ImportError:
 
 CONNECTIONS_PER_ADDRESS = settings.CONNECTIONS_PER_ADDRESS  # 64 unless set: settings.py
 MESSAGES_PER_SECOND = settings.MESSAGES_PER_SECOND_PER_ADDRESS  # 40 unless set
+IPV6_PREFIX = settings.IPV6_PREFIX  # 64 unless set: an IPv6 address counts with its /64
 MESSAGES_BURST = 100             # an address's messages at once: a class saying hi together
 SHARE_BURST = 3                  # messages a connection may send at once on its share
 # Every frame costs CPU to parse, pings and other control frames included, and those
@@ -107,7 +108,8 @@ lock = threading.Lock()  # every connection's threads use it
 
 
 def key(address):
-    """What the limits count an address as: itself, or for IPv6 its /64."""
+    """What the limits count an address as: itself, or for IPv6 its network of
+    IPV6_PREFIX bits (its /64 unless set)."""
     try:
         ip = ipaddress.ip_address(address.split("%")[0])  # without a link-local zone
     except ValueError:
@@ -115,7 +117,7 @@ def key(address):
     if ip.version == 6:
         if ip.ipv4_mapped:
             return str(ip.ipv4_mapped)
-        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+        return str(ipaddress.ip_network(f"{ip}/{IPV6_PREFIX}", strict=False))
     return str(ip)
 
 
