@@ -49,6 +49,19 @@ def test_each_replacement_keeps_a_copy_of_its_own(tmp_path):
     assert (tmp_path / "app.py.bak1").read_text() == "# second\n"
 
 
+def test_a_steps_own_copy_is_replaced_without_asking_or_keeping(tmp_path):
+    """What an earlier catch-up or the attendee copied from the kit is not theirs to lose:
+    the next step replaces it, with no one to ask, and keeps no .bak of it."""
+    catch_up(tmp_path, "05", "--yes")
+    result = catch_up(tmp_path, "09")  # no answers: it must not need any
+    assert result.returncode == 0, result.stderr
+    assert filecmp.cmp(STEPS / "09-stuck" / "app.py", tmp_path / "app.py", shallow=False)
+    assert filecmp.cmp(STEPS / "09-stuck" / "test_app.py", tmp_path / "test_app.py",
+                       shallow=False)
+    assert "Replace" not in result.stdout
+    assert not list(tmp_path.glob("*.bak*"))
+
+
 def test_caches_are_never_copied(tmp_path):
     """Running pytest in a checkpoint leaves caches there; they are not the step's."""
     kit = tmp_path / "kit"

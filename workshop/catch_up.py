@@ -6,8 +6,10 @@ copies the checkpoint workshop/steps/08-rate-limit/ (app.py, chat.html, test_app
 from step 17 the modules in safeguards/) into the current folder. Before it replaces a
 file of yours that differs, it asks, and it keeps yours beside it: app.py.bak (then
 app.py.bak1, ...). `--yes` replaces without asking, keeping yours the same way; `--into
-FOLDER` copies somewhere else. Caches (__pycache__, .pytest_cache) are never copied.
-Standard library only.
+FOLDER` copies somewhere else. A file that is some step's copy, untouched (a test_app.py
+you copied, an app.py from an earlier catch-up), is replaced without asking and not kept:
+the kit has it. Caches (__pycache__, .pytest_cache) are never copied. Standard library
+only.
 """
 import argparse
 import filecmp
@@ -28,13 +30,14 @@ def main():
     copied, kept, same, backups = [], [], [], []
     for name in files_of(step):
         mine = target / name
+        yours = mine.exists() and not from_the_kit(mine, name)
         if mine.exists() and filecmp.cmp(step / name, mine, shallow=False):
             same.append(name)
-        elif mine.exists() and not (args.yes or agrees(f"Replace your {name} with"
-                                                        f" step {step.name}'s? [y/N] ")):
+        elif yours and not (args.yes or agrees(f"Replace your {name} with"
+                                               f" step {step.name}'s? [y/N] ")):
             kept.append(name)
         else:
-            if mine.exists():
+            if yours:
                 backups.append(keep_a_copy(mine))
             mine.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(step / name, mine)
@@ -74,6 +77,12 @@ def files_of(step):
     return sorted(path.relative_to(step).as_posix() for path in step.rglob("*")
                   if path.is_file() and not CACHES & set(path.relative_to(step).parts)
                   and path.suffix != ".pyc")
+
+
+def from_the_kit(mine, name):
+    """Is this file some step's copy of it, untouched? Then nothing of yours is lost."""
+    return any(filecmp.cmp(step / name, mine, shallow=False)
+               for step in steps() if (step / name).is_file())
 
 
 def keep_a_copy(mine):
