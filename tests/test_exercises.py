@@ -11,6 +11,8 @@ import sys
 
 import pytest
 
+from side_runs import started
+
 HERE = pathlib.Path(__file__).parent.parent  # the project
 EXERCISES = sorted(p for p in (HERE / "workshop" / "exercises").iterdir() if p.is_dir())
 STEPS = HERE / "workshop" / "steps"
@@ -125,30 +127,48 @@ def test_a_later_steps_name_is_caught():
     assert not re.search(r"\bshowMessage\b", step_text("07-validate"))
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("exercise", EXERCISES, ids=lambda p: p.name)
-def test_the_solution_passes_its_steps_tests_and_its_own(exercise, tmp_path):
-    folder = tmp_path / step_of(exercise)
+def solution_run(exercise, folder):
+    """The step with the solution applied, and its tests run: (git apply, pytest)."""
     copy_step(step_of(exercise), folder)
     applied = git_apply(folder, exercise / "solution.patch")
+    return applied, run_tests(folder) if applied.returncode == 0 else None
+
+
+def bare_step_run(exercise, folder):
+    """The bare step with the solution's test alone, run: (git apply, pytest)."""
+    copy_step(step_of(exercise), folder)
+    applied = git_apply(folder, exercise / "solution.patch", "--include=test_exercise.py")
+    assert (folder / "app.py").read_text() == (STEPS / step_of(exercise) / "app.py").read_text()
+    # -x: the first failure is proof enough, without sitting out the others' timeouts.
+    return applied, run_tests(folder, "-x", "test_exercise.py") if applied.returncode == 0 else None
+
+
+@pytest.fixture
+def run_of(request, tmp_path_factory):
+    """The run that this test checks, started together with its siblings' (side_runs.py)."""
+    def of(exercise, run):
+        def start(value):
+            return run(value, tmp_path_factory.mktemp(value.name) / step_of(value))
+        return started(request, request.node.originalname, "exercise", start)[exercise].result()
+    return of
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("exercise", EXERCISES, ids=lambda p: p.name)
+def test_the_solution_passes_its_steps_tests_and_its_own(exercise, run_of):
+    applied, tests = run_of(exercise, solution_run)
     assert applied.returncode == 0, f"it no longer applies:\n{applied.stderr}"
-    tests = run_tests(folder)
     assert tests.returncode == 0, tests.stdout[-3000:]
     assert "test_exercise.py" in tests.stdout  # its own test ran (or, without a browser, skipped)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("exercise", EXERCISES, ids=lambda p: p.name)
-def test_its_own_test_fails_on_the_bare_step(exercise, tmp_path):
+def test_its_own_test_fails_on_the_bare_step(exercise, run_of):
     """The solution's test checks the exercise: without the solution, it fails. This is
     also how an attendee takes the test alone, to try it on their own work."""
-    folder = tmp_path / step_of(exercise)
-    copy_step(step_of(exercise), folder)
-    applied = git_apply(folder, exercise / "solution.patch", "--include=test_exercise.py")
+    applied, tests = run_of(exercise, bare_step_run)
     assert applied.returncode == 0, applied.stderr
-    assert (folder / "app.py").read_text() == (STEPS / step_of(exercise) / "app.py").read_text()
-    # -x: the first failure is proof enough, without sitting out the others' timeouts.
-    tests = run_tests(folder, "-x", "test_exercise.py")
     if tests.returncode == 0 and " SKIPPED" in tests.stdout:
         pytest.skip("its test needs a browser: see the exercise's README")
     assert tests.returncode == 1, tests.stdout[-3000:]  # 1: some tests failed
