@@ -7,6 +7,11 @@ Run it alone with `flask --app hardened run`; or copy this folder beside your ap
 
     import hardened          # or, inside a package: from . import hardened
     app.register_blueprint(hardened.bp, url_prefix="/chat")
+
+Each app it is registered on has a room of its own (hardened.chat.room_of(app)), with the
+settings in that app's config, each named CHAT_ and the setting's name (docs/limits.md):
+
+    app.config["CHAT_HISTORY_SIZE"] = 30  # before registering: it is read then
 """
 from .chat import bp, create_app
 

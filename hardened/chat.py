@@ -3,17 +3,20 @@
 Run it alone with `flask --app hardened run`, then open http://127.0.0.1:5000 in two
 windows. Or add it to your own app at any prefix: copy this folder, hardened/, beside your
 app's module (or inside its package), then `import hardened` (or `from . import hardened`)
-and app.register_blueprint(hardened.bp, url_prefix="/chat").
+and app.register_blueprint(hardened.bp, url_prefix="/chat"). Each app it is registered on
+has a room of its own, with the settings in that app's config.
 """
 import collections
 import json
 import logging
 import pathlib
+import re
 import socket
 import struct
 import sys
 import threading
 import time
+from types import SimpleNamespace
 
 from flask import Blueprint, Flask, current_app, request
 
@@ -21,13 +24,19 @@ from flask import Blueprint, Flask, current_app, request
 from .safeguards import (frames, headers, limits, process, redis_bridge, selfcheck,
                          settings, text_rules, websocket)
 
+# The settings a host may change, in its app.config as CHAT_ and the name (CHAT_HISTORY_SIZE,
+# ...) or in an environment variable of that name: read_settings() reads them. Defaults:
 HISTORY_SIZE = 10            # messages a newcomer is shown on arrival
 MAX_MESSAGE_CHARS = 1000     # a long paragraph; more is a paste that floods every screen
 MAX_NAME_CHARS = 32          # fits on one line beside the message
-MAX_FRAME_CHARS = 64 * 1024  # the library closes with 1009 before we read anything bigger
 RATE_BURST = 20              # messages one connection may send at once...
 RATE_PER_SECOND = 5          # ...and on average after that: faster than anyone types
 # (and per address, whatever its number of connections: see safeguards/limits.py)
+# CHAT_REDIS_URL, unset by default, runs several processes as one room, through Redis
+# (safeguards/redis_bridge.py), in the stream CHAT_REDIS_STREAM; CHAT_ALLOWED_HOSTS and
+# CHAT_TRUSTED_PROXIES are the door's (safeguards/settings.py).
+
+MAX_FRAME_CHARS = 64 * 1024  # the library closes with 1009 before we read anything bigger
 OUTBOX_LIMIT = 2000          # frames waiting for one client; more means it is stuck
 # More messages than the room can fan out in time are refused, not queued: a message
 # that waited longer than this to be read, or that would wait longer for the room's
@@ -37,9 +46,7 @@ BUSY_BACKLOG = 100           # frames, a second's worth or less: see room_is_bus
 SEND_TIMEOUT = 10            # seconds a socket may accept nothing before we give up on it
 SEND_BUFFER = 64 * 1024      # kernel bytes per client: plenty for chat, little to pin
 PING_INTERVAL = 25           # seconds; finds peers that vanished without saying goodbye
-# Set it to run several processes as one room, through Redis: safeguards/redis_bridge.py.
-REDIS_URL = settings.REDIS_URL
-# The other settings, for a LAN, the internet or a classroom: see safeguards/settings.py.
+SENDER_IDLE = 10             # seconds with nothing to send before the room's sender ends
 
 SOCKET_OPTIONS = {  # simple-websocket's, for the chat's websocket alone
     "ping_interval": PING_INTERVAL,
@@ -48,14 +55,22 @@ SOCKET_OPTIONS = {  # simple-websocket's, for the chat's websocket alone
 
 # The chat, ready to be registered on any Flask app: create_app() below, or yours.
 bp = Blueprint("chat", __name__)
+EVERYONE = None  # whom a frame for the whole room is for
 
-# Many threads join, leave and broadcast at once, so one lock guards all three.
-clients = {}  # each open websocket -> its outbox: the frames its socket has yet to take
-history = collections.deque(maxlen=HISTORY_SIZE)  # the newest frames sent, oldest first
-to_send = []  # (frame, to whom: a websocket or EVERYONE, when), for the room's sender
-clients_lock = threading.Lock()
-frames_to_send = threading.Condition(clients_lock)  # notified when to_send gets one
-EVERYONE = None
+
+class Room:
+    """The room of one app the chat is registered on. Many threads join, leave and
+    broadcast at once, so one lock guards it all."""
+
+    def __init__(self, chosen):
+        self.settings = chosen  # read_settings()'s
+        self.clients = {}  # each open websocket -> its outbox: what its socket has yet to take
+        self.history = collections.deque(maxlen=chosen.HISTORY_SIZE)  # newest sent, oldest first
+        self.to_send = []  # (frame, to whom: a websocket or EVERYONE, when), for its sender
+        self.lock = threading.Lock()
+        self.frames_to_send = threading.Condition(self.lock)  # notified when to_send gets one
+        self.sender = None  # the room's sender, while it runs
+        self.redis = None  # with CHAT_REDIS_URL set, its redis_bridge.Bridge
 
 
 def create_app():
@@ -67,78 +82,121 @@ def create_app():
     return app
 
 
-@bp.record_once
+@bp.record
 def on_register(state):
+    """Give the app its room, as Flask's extensions keep theirs: in app.extensions."""
+    app = state.app
+    if "chat" in app.extensions:  # the handlers find the room by app: it would be shared
+        raise ValueError(f"The chat is registered on this app already; register it once"
+                         f" (not again as {state.name!r}): each app has one room.")
     selfcheck.verify()  # refuse to start if a library moved what safeguards/ relies on
-    if REDIS_URL:
-        redis_bridge.start(REDIS_URL, deliver, HISTORY_SIZE)
+    settings.of_app(app)  # the door's settings: a bad value stops the start, here
+    room = app.extensions["chat"] = Room(read_settings(app.config))
+    if room.settings.REDIS_URL:
+        room.redis = redis_bridge.start(room.settings.REDIS_URL, room.settings.REDIS_STREAM,
+                                        room, deliver, room.settings.HISTORY_SIZE)
+
+
+def read_settings(config):
+    """The room's settings, from the app's config or the environment (settings.py), each
+    within bounds that keep the chat sound."""
+    def number(name, default, least, most):
+        return settings.whole_number(f"CHAT_{name}", default, least, most, config)
+    return SimpleNamespace(
+        HISTORY_SIZE=number("HISTORY_SIZE", HISTORY_SIZE, 0, 1000),
+        # A message of 10,000 characters is a frame of 60 KB at most: under MAX_FRAME_CHARS.
+        MAX_MESSAGE_CHARS=number("MAX_MESSAGE_CHARS", MAX_MESSAGE_CHARS, 1, 10_000),
+        MAX_NAME_CHARS=number("MAX_NAME_CHARS", MAX_NAME_CHARS, 1, 100),
+        RATE_BURST=number("RATE_BURST", RATE_BURST, 1, 1000),
+        RATE_PER_SECOND=number("RATE_PER_SECOND", RATE_PER_SECOND, 1, 100),
+        REDIS_URL=settings.text("CHAT_REDIS_URL", None, config),
+        REDIS_STREAM=settings.text("CHAT_REDIS_STREAM", redis_bridge.STREAM, config))
+
+
+def room_of(app):
+    """The room of an app the chat is registered on."""
+    return app.extensions["chat"]
 
 
 @bp.get("/")
 def index():
     # Read each time, so that an edited page is served, with its script's new hash.
     page = pathlib.Path(bp.root_path, "chat.html").read_text(encoding="utf-8")
+    page = with_settings(page, room_of(current_app).settings)
     return page, headers.for_page(page)
+
+
+def with_settings(page, chosen):
+    """The page, its <body> telling the script the room's limits. In data- attributes, not
+    in the script: the Content-Security-Policy lets it run by the hash of its text."""
+    for attribute, value in (("data-max-message-chars", chosen.MAX_MESSAGE_CHARS),
+                             ("data-history-size", chosen.HISTORY_SIZE)):
+        page = re.sub(rf'(<body\b[^>]*\s{attribute}=")[^"]*"', rf'\g<1>{value}"', page,
+                      count=1)
+    return page
 
 
 @websocket.route(bp, "/ws", SOCKET_OPTIONS)
 def chat(ws):
     tune_socket(ws.sock)
-    outbox = join(ws)
+    room = room_of(current_app)
+    outbox = join(room, ws)
     try:
-        receive_messages(ws, outbox)
+        receive_messages(room, ws, outbox)
     finally:
-        leave(ws)
+        leave(room, ws)
 
 
-def join(ws):
+def join(room, ws):
     outbox = Outbox()
-    with clients_lock:  # so no message slips between the history and live ones
-        clients[ws] = outbox
-        send_frames(ws, outbox, list(history))
-        count = len(clients)
+    with room.lock:  # so no message slips between the history and live ones
+        room.clients[ws] = outbox
+        send_frames(ws, outbox, list(room.history))
+        count = len(room.clients)
     current_app.logger.info("%s joined, %d connected", request.remote_addr, count)
     return outbox
 
 
-def leave(ws):
-    with clients_lock:
-        del clients[ws]
-        count = len(clients)
+def leave(room, ws):
+    with room.lock:
+        del room.clients[ws]
+        count = len(room.clients)
     current_app.logger.info("%s left, %d connected", request.remote_addr, count)
 
 
-def receive_messages(ws, outbox):
-    allowance, last_check = RATE_BURST, time.monotonic()
+def receive_messages(room, ws, outbox):
+    burst, rate = room.settings.RATE_BURST, room.settings.RATE_PER_SECOND
+    allowance, last_check = burst, time.monotonic()
     while True:
         frame = ws.receive()  # raises ConnectionClosed when the connection ends
         # Limited by when it sent, not by when we got round to its messages.
         arrival = websocket.arrival_time(ws)
-        allowance = min(RATE_BURST, allowance + (arrival - last_check) * RATE_PER_SECOND)
+        allowance = min(burst, allowance + (arrival - last_check) * rate)
         last_check = arrival
         try:
-            if room_is_busy(arrival, outbox):
+            if room_is_busy(room, arrival, outbox):
                 raise ValueError("The room is busy; wait a moment, then send that again.")
             if allowance < 1 or not limits.take_message(request.remote_addr, arrival, ws):
                 raise ValueError("You are sending too fast; wait a moment.")
             allowance -= 1
-            broadcast(parse_message(frame))
+            broadcast(room, parse_message(frame, room.settings))
         except (ValueError, ConnectionError) as error:  # bad input, or Redis away
             reply = frames.text_frame(json.dumps({"error": str(error)}))
-            queue_to_send(reply, ws)  # after what it sent before: the page counts on it
+            queue_to_send(room, reply, ws)  # after what it sent before: the page counts on it
 
 
-def room_is_busy(arrival, outbox):
+def room_is_busy(room, arrival, outbox):
     """Is the room sending more than it can? The wait since the message arrived shows how
     far behind the handlers are; the wait of the oldest frame in to_send, how far behind
     the room's sender is; and the sender's own outbox, whether it reads what it gets."""
-    now, oldest = time.monotonic(), to_send[:1]  # a copy: the room's sender takes them
+    now, oldest = time.monotonic(), room.to_send[:1]  # a copy: the room's sender takes them
     return (now - arrival > BUSY_WAIT or (oldest and now - oldest[0][2] > BUSY_WAIT)
             or len(outbox) > BUSY_BACKLOG)
 
 
-def parse_message(frame):
-    """Return {"name", "message"} from a client's frame, or raise ValueError."""
+def parse_message(frame, chosen):
+    """Return {"name", "message"} from a client's frame, or raise ValueError. `chosen` are
+    the room's settings: its limits."""
     if not isinstance(frame, str):
         raise ValueError("Send text: binary frames are not accepted.")
     example = 'Send JSON like {"name": "Ada", "message": "hello"}.'
@@ -156,12 +214,12 @@ def parse_message(frame):
     name, message = (name or "").strip(), message.strip()
     if not message:
         raise ValueError("Your message is empty.")
-    if len(message) > MAX_MESSAGE_CHARS:
+    if len(message) > chosen.MAX_MESSAGE_CHARS:
         raise ValueError(f"Your message is too long: {len(message):,} characters;"
-                         f" the limit is {MAX_MESSAGE_CHARS:,}.")
-    if len(name) > MAX_NAME_CHARS:
+                         f" the limit is {chosen.MAX_MESSAGE_CHARS:,}.")
+    if len(name) > chosen.MAX_NAME_CHARS:
         raise ValueError(f"Your name is too long: {len(name):,} characters;"
-                         f" the limit is {MAX_NAME_CHARS:,}.")
+                         f" the limit is {chosen.MAX_NAME_CHARS:,}.")
     try:  # a lone surrogate such as "\ud800" would break every client's writer
         (name + message).encode("utf-8")
     except UnicodeEncodeError:
@@ -171,46 +229,51 @@ def parse_message(frame):
     return {"name": name or "anonymous", "message": message}
 
 
-def broadcast(message):
+def broadcast(room, message):
     frame = json.dumps(message, ensure_ascii=False)
-    if REDIS_URL:  # Redis hands it to every process's deliver(), this one's included
-        redis_bridge.publish(frame)
+    if room.redis:  # Redis hands it to every process's deliver(), this one's included
+        room.redis.publish(frame, request.remote_addr)
     else:
-        deliver(frame)
+        deliver(room, frame, request.remote_addr)
 
 
-def deliver(text):
+def deliver(room, text, sender):
     # Servers do not mask their frames, so one frame's bytes suit every client.
-    queue_to_send(frames.text_frame(text), EVERYONE)
+    queue_to_send(room, frames.text_frame(text), EVERYONE)
 
 
-def queue_to_send(frame, to):
+def queue_to_send(room, frame, to):
     """Hand a frame for everyone, or for one client, to the room's sender: it writes, so
     that the handlers never wait for a client."""
-    with clients_lock:
-        start_room_sender()
-        to_send.append((frame, to, time.monotonic()))
-        frames_to_send.notify()
+    with room.lock:
+        room.to_send.append((frame, to, time.monotonic()))
+        start_room_sender(room)
+        room.frames_to_send.notify()
 
 
-def start_room_sender():
+def start_room_sender(room):
     """Start the one thread that sends to the room, with the first frame it is to send
-    (so registering the chat starts nothing). Hold clients_lock: it starts only once."""
-    if room_sender.ident is None:
-        room_sender.start()
+    (so registering the chat starts nothing), unless it runs. Hold room.lock: one runs."""
+    if room.sender is None:
+        room.sender = threading.Thread(target=send_to_room, args=(room,), daemon=True)
+        room.sender.start()
 
 
-def send_to_room():
+def send_to_room(room):
     """The room's sender: it takes the oldest frames that wait, and sends each client its
-    own in one write, never waiting for anyone. Being one, it keeps one order for all."""
+    own in one write, never waiting for anyone. Being one, it keeps one order for all.
+    It ends when the room has been quiet for SENDER_IDLE: a room whose app is gone
+    keeps no thread."""
     while True:
-        with clients_lock:  # so a newcomer gets each frame once: in history, or from here
-            frames_to_send.wait_for(lambda: to_send)
-            batch = to_send[:one_write(frame for frame, _, _ in to_send)]
-            del to_send[:len(batch)]
+        with room.lock:  # so a newcomer gets each frame once: in history, or from here
+            if not room.frames_to_send.wait_for(lambda: room.to_send, SENDER_IDLE):
+                room.sender = None  # the next frame starts another
+                return
+            batch = room.to_send[:one_write(frame for frame, _, _ in room.to_send)]
+            del room.to_send[:len(batch)]
             everyone = [frame for frame, to, _ in batch if to is EVERYONE]
-            history.extend(everyone)
-            receivers = list(clients.items())
+            room.history.extend(everyone)
+            receivers = list(room.clients.items())
         replies = len(everyone) < len(batch)  # else every client gets the same frames
         for ws, outbox in receivers:
             send_frames(ws, outbox, frames_for(ws, batch) if replies else everyone)
@@ -219,9 +282,6 @@ def send_to_room():
 def frames_for(ws, batch):
     """The frames of the batch that go to ws: those for everyone and its own, in order."""
     return [frame for frame, to, _ in batch if to is EVERYONE or to is ws]
-
-
-room_sender = threading.Thread(target=send_to_room, daemon=True)
 
 
 class Outbox(list):

@@ -1,7 +1,7 @@
 """gunicorn's settings for the hardened chat, from the folder that holds hardened/:
 `gunicorn -c hardened/gunicorn.conf.py` (docs/deploying.md).
 
-One worker, as the room lives in one process's memory (set REDIS_URL for more); and
+One worker, as the room lives in one process's memory (set CHAT_REDIS_URL for more); and
 CHAT_SERVER_THREADS threads (100 unless set), the same number the chat reads to know how
 many websockets it can let in (safeguards/settings.py): each holds a thread for life, and
 a few stay free for the page and for telling newcomers that the chat is full.

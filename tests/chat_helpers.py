@@ -18,8 +18,11 @@ from werkzeug.serving import make_server
 from hardened import chat
 
 CHAT_APP = chat.create_app()  # the chat alone, as `flask --app hardened run` serves it
-with chat.clients_lock:  # it starts with the first broadcast, and lives as long as the
-    chat.start_room_sender()  # process: now, so that no test counts it as a new thread
+ROOM = chat.room_of(CHAT_APP)  # its room: who is in it, and its history
+# The names the room's parts had when they were chat.py's globals, for the test files
+# that still use them (test_browser.py, test_close_in_browser.py, test_notices.py,
+# test_proxy.py): the same objects, CHAT_APP's.
+chat.clients, chat.history, chat.clients_lock = ROOM.clients, ROOM.history, ROOM.lock
 
 TIMEOUT = 5  # seconds any single wait may take before the test fails
 
@@ -27,7 +30,7 @@ TIMEOUT = 5  # seconds any single wait may take before the test fails
 @pytest.fixture
 def server(monkeypatch, caplog):
     """Serve the app with Werkzeug's threaded server, as `flask run` does."""
-    chat.history.clear()
+    ROOM.history.clear()
     errors = []
     monkeypatch.setattr("threading.excepthook", errors.append)
     httpd = make_server("127.0.0.1", 0, CHAT_APP, threaded=True)
@@ -35,7 +38,7 @@ def server(monkeypatch, caplog):
     thread.start()
     yield f"127.0.0.1:{httpd.server_port}"
     httpd.shutdown()
-    wait_until(lambda: not chat.clients)  # every test's clients leave...
+    wait_until(lambda: not ROOM.clients)  # every test's clients leave...
     # ...and no thread of the server died of an exception or logged an error.
     assert errors == []
     assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == []
@@ -62,9 +65,9 @@ class Client(simple_websocket.Client):
 
 def connect(server):
     """Connect, and wait until the server has registered us."""
-    before = len(chat.clients)
+    before = len(ROOM.clients)
     ws = Client.connect(f"ws://{server}/ws")
-    wait_until(lambda: len(chat.clients) > before)
+    wait_until(lambda: len(ROOM.clients) > before)
     return ws
 
 

@@ -7,8 +7,8 @@ import re
 import pytest
 import simple_websocket
 
-from chat_helpers import server  # noqa: F401
-from hardened.safeguards import guards, limits
+from chat_helpers import CHAT_APP, server  # noqa: F401
+from hardened.safeguards import limits, settings
 
 ROOT = pathlib.Path(__file__).parent.parent  # the project
 PAGES = [ROOT / "README.md", ROOT / "TUTORIAL.md", *sorted((ROOT / "docs").glob("*.md")),
@@ -25,7 +25,7 @@ def commands(page):
 @pytest.mark.parametrize("page", PAGES, ids=lambda page: page.name)
 def test_every_command_behind_a_proxy_binds_where_only_the_proxy_reaches(page):
     for command in commands(page):
-        if "TRUSTED_PROXIES=" in command:
+        if "CHAT_TRUSTED_PROXIES=" in command:
             assert LOOPBACK_OR_PRIVATE.search(command), command
 
 
@@ -38,9 +38,10 @@ def test_every_relative_link_leads_to_a_file(page):
 
 
 def test_a_client_that_reaches_the_chat_directly_can_name_any_address(server, monkeypatch):
-    """Why the commands above bind to 127.0.0.1 or a private address: with TRUSTED_PROXIES
-    set, X-Forwarded-For decides the address, and a direct client writes it itself."""
-    monkeypatch.setattr(guards, "TRUSTED_PROXIES", 1)
+    """Why the commands above bind to 127.0.0.1 or a private address: with
+    CHAT_TRUSTED_PROXIES set, X-Forwarded-For decides the address, and a direct client
+    writes it itself."""
+    monkeypatch.setattr(settings.of_app(CHAT_APP), "TRUSTED_PROXIES", 1)
     opened = []
     try:
         for n in range(limits.CONNECTIONS_PER_ADDRESS + 1):

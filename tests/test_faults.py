@@ -21,10 +21,10 @@ import simple_websocket
 from werkzeug.debug import DebuggedApplication
 from werkzeug.serving import make_server
 
-from chat_helpers import (CHAT_APP, TIMEOUT, close, Client, assert_nothing_arrives, connect,  # noqa: F401
+from chat_helpers import (CHAT_APP, ROOM, TIMEOUT, close, Client, assert_nothing_arrives, connect,  # noqa: F401
                           raw_handshake, numbered, receive, say, server, wait_until)
 from hardened import chat
-from hardened.safeguards import guards, limits, websocket
+from hardened.safeguards import limits, settings, websocket
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the project
 
@@ -33,13 +33,19 @@ def open_fds():
     return len(os.listdir("/proc/self/fd"))
 
 
+def threads():
+    """This process's threads, but the rooms' senders: each ends once its room is quiet."""
+    return sum(getattr(t, "_target", None) is not chat.send_to_room
+               for t in threading.enumerate())
+
+
 @pytest.fixture(autouse=True)
 def baseline():
     """After each test, this process's threads and descriptors return to where they were."""
     gc.collect()
-    threads, fds = threading.active_count(), open_fds()
+    before, fds = threads(), open_fds()
     yield
-    wait_until(lambda: gc.collect() is not None and threading.active_count() <= threads
+    wait_until(lambda: gc.collect() is not None and threads() <= before
                and open_fds() <= fds)
 
 
@@ -101,12 +107,12 @@ def test_a_1009_frees_the_connection_and_writes_nothing_after_the_close(server):
     bob = connect(server)
     s, response = raw_handshake(server)
     assert response.split()[1] == "101"
-    wait_until(lambda: len(chat.clients) == 2)
+    wait_until(lambda: len(ROOM.clients) == 2)
     s.sendall(frame(0x1, b"x" * (chat.MAX_FRAME_CHARS + 1)))
     data = read_until_eof(s)  # the server closes: at once, not at a wake-up 25 s later
     # One close frame, code 1009, and nothing after it (no "HTTP/1.1 200 OK").
     assert close_code(data) == 1009
-    wait_until(lambda: len(chat.clients) == 1)
+    wait_until(lambda: len(ROOM.clients) == 1)
     say(bob, "others carry on")
     assert receive(bob)["message"] == "others carry on"
     bob.close()
@@ -154,7 +160,7 @@ DEBUGGED_CHAT = DebuggedApplication(CHAT_APP, evalex=True)
 def test_under_flask_run_debug_nothing_follows_the_close_frame():
     """`flask run --debug` wraps the app in Werkzeug's debugger, which catches what the
     app raises and writes its error page: it did, onto every websocket that closed."""
-    chat.history.clear()
+    ROOM.history.clear()
     httpd = make_server("127.0.0.1", 0, DEBUGGED_CHAT, threaded=True)
     threading.Thread(target=httpd.serve_forever, args=(0.01,), daemon=True).start()
     try:
@@ -189,7 +195,7 @@ def test_a_reader_thread_that_dies_ends_its_connection(server, monkeypatch):
     with pytest.raises(simple_websocket.ConnectionClosed):
         while True:
             ws.receive(timeout=TIMEOUT)
-    wait_until(lambda: not chat.clients)
+    wait_until(lambda: not ROOM.clients)
 
 
 def test_a_connection_costs_one_file_descriptor(server):
@@ -204,10 +210,10 @@ def test_a_connection_costs_one_file_descriptor(server):
 def test_a_client_whose_writer_cannot_start_is_cut_off_alone(server, monkeypatch):
     """A writer starts only for a client that falls behind, inside someone's broadcast:
     short of threads, that client is cut off, and the broadcast goes on for the others."""
-    monkeypatch.setattr(chat, "RATE_BURST", 1000)
+    monkeypatch.setattr(ROOM.settings, "RATE_BURST", 1000)
     paused, _ = raw_handshake(server, receive_buffer=4096)  # reads nothing: it falls behind
-    wait_until(lambda: len(chat.clients) == 1)
-    behind = next(iter(chat.clients))
+    wait_until(lambda: len(ROOM.clients) == 1)
+    behind = next(iter(ROOM.clients))
     start, refused = threading.Thread.start, []
 
     def start_unless_its_writer(thread):
@@ -221,7 +227,7 @@ def test_a_client_whose_writer_cannot_start_is_cut_off_alone(server, monkeypatch
     for n in range(3 * chat.SEND_BUFFER // 6000):  # more than the kernel holds on the way
         say(ada, numbered(n))
         assert receive(ada)["message"] == numbered(n)
-    wait_until(lambda: len(chat.clients) == 1)  # the paused one was cut off: no phantom
+    wait_until(lambda: len(ROOM.clients) == 1)  # the paused one was cut off: no phantom
     assert refused
     say(ada, "still here")
     assert receive(ada)["message"] == "still here"
@@ -271,7 +277,7 @@ def test_a_malformed_handshake_gets_400_and_no_traceback(server, change):
     assert head.split()[1] == "400"
     assert "sec-websocket-version: 13" in head.lower()
     assert body.strip()  # says why
-    assert not chat.clients  # and the server fixture checks no error was logged
+    assert not ROOM.clients  # and the server fixture checks no error was logged
 
 
 def test_a_handshake_with_two_keys_gets_400(server):
@@ -308,11 +314,12 @@ def test_a_client_that_leaves_right_after_its_handshake_costs_no_error(server):
         if n % 2:  # close with a reset (SO_LINGER 0), not a FIN
             s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         s.close()
-    wait_until(lambda: not chat.clients)  # and the server fixture checks nothing was logged
+    wait_until(lambda: not ROOM.clients)  # and the server fixture checks nothing was logged
 
 
 def test_allowed_hosts_refuse_a_rebound_name(server, monkeypatch):
-    monkeypatch.setattr(guards, "ALLOWED_HOSTS", "chat.example.org, 127.0.0.1")
+    door = settings.of_app(CHAT_APP)  # the settings guards.py reads for the chat's app
+    monkeypatch.setattr(door, "ALLOWED_HOSTS", "chat.example.org, 127.0.0.1")
     rebound = {**good_headers(server), "Host": "evil.example:5000",
                "Origin": "http://evil.example:5000"}
     assert handshake_with(server, rebound).split()[1] == "400"
@@ -377,18 +384,18 @@ def frames_until_answered(ws, prefix, count):
 def test_messages_are_counted_when_they_arrive(server, monkeypatch):
     """A handler held up (here by a slow broadcast, as by a slow Redis) must not then
     refuse messages that arrived at an allowed pace."""
-    monkeypatch.setattr(chat, "RATE_BURST", 3)
-    monkeypatch.setattr(chat, "RATE_PER_SECOND", 10)
+    monkeypatch.setattr(ROOM.settings, "RATE_BURST", 3)
+    monkeypatch.setattr(ROOM.settings, "RATE_PER_SECOND", 10)
     # Held up longer than BUSY_WAIT, a message is refused as "busy" (test_hardened.py): this
     # test is about the rate limit alone.
     monkeypatch.setattr(chat, "BUSY_WAIT", 10)
     gate = threading.Event()
     broadcast = chat.broadcast
 
-    def slow_broadcast(message):
+    def slow_broadcast(room, message):
         if message["message"] == "first":
             gate.wait(TIMEOUT)
-        broadcast(message)
+        broadcast(room, message)
 
     monkeypatch.setattr(chat, "broadcast", slow_broadcast)
     ada, bob = connect(server), connect(server)
@@ -408,7 +415,7 @@ def test_pings_cannot_buy_unbounded_reading(server, monkeypatch):
     monkeypatch.setattr(limits, "READ_BYTES_BURST", 6000)
     monkeypatch.setattr(limits, "READ_BYTES_PER_SECOND", 6000)  # 1,000 pings a second
     s, _ = raw_handshake(server)
-    wait_until(lambda: len(chat.clients) == 1)
+    wait_until(lambda: len(ROOM.clients) == 1)
     pings = frame(0x9) * 5000  # 30 KB of empty pings, sent as fast as TCP takes them
     started = time.monotonic()
     threading.Thread(target=send_quietly, args=(s, pings), daemon=True).start()
@@ -421,7 +428,7 @@ def test_pings_cannot_buy_unbounded_reading(server, monkeypatch):
     assert 0 < pongs <= allowed
     s.shutdown(socket.SHUT_RDWR)
     s.close()
-    wait_until(lambda: not chat.clients, timeout=30)  # its reader sleeps off its debt
+    wait_until(lambda: not ROOM.clients, timeout=30)  # its reader sleeps off its debt
 
 
 def send_quietly(s, data):
@@ -626,7 +633,7 @@ def test_a_classroom_on_one_address_fits_beside_a_script_sending_flat_out(server
     for thread in joining:
         thread.join(TIMEOUT * 4)
     assert all(students), "a student could not get in"
-    wait_until(lambda: len(chat.clients) == STUDENTS)
+    wait_until(lambda: len(ROOM.clients) == STUDENTS)
 
     script = [Client.connect(url) for _ in range(SCRIPT_CONNECTIONS)]
     stop = threading.Event()
@@ -673,7 +680,7 @@ def test_a_classroom_on_one_address_fits_beside_a_script_sending_flat_out(server
             close(ws)  # the script's may have been cut off: it hardly reads
         # A script's connection that read past its share sleeps that debt off (a few
         # seconds at most) before its reader hears the close.
-        wait_until(lambda: not chat.clients, timeout=TIMEOUT * 4)
+        wait_until(lambda: not ROOM.clients, timeout=TIMEOUT * 4)
 
 
 @pytest.mark.slow

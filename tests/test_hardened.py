@@ -2,8 +2,11 @@
 talk to it as clients do."""
 import base64
 import collections
+import contextlib
+import gc
 import json
 import os
+import pathlib
 import runpy
 import socket
 import struct
@@ -16,12 +19,14 @@ from types import SimpleNamespace
 
 import pytest
 import simple_websocket
+from flask import Flask
+from werkzeug.serving import make_server
 from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import CloseConnection, Pong, TextMessage
 
-from chat_helpers import (CHAT_APP, TIMEOUT, Client, assert_nothing_arrives, close,  # noqa: F401
-                          connect, numbered, raw_handshake, receive, receive_until, say,
-                          send_numbered, server, wait_until)
+from chat_helpers import (CHAT_APP, ROOM, TIMEOUT, Client,  # noqa: F401
+                          assert_nothing_arrives, close, connect, numbered, raw_handshake,
+                          receive, receive_until, say, send_numbered, server, wait_until)
 from hardened import chat
 from hardened.safeguards import frames, limits, settings, text_rules
 
@@ -39,7 +44,7 @@ def no_address_limits(monkeypatch):
 def clients(server):
     """Two connected clients, closed at the end."""
     opened = [connect(server) for _ in range(2)]
-    wait_until(lambda: len(chat.clients) == 2)
+    wait_until(lambda: len(ROOM.clients) == 2)
     yield opened
     for ws in opened:
         close(ws)
@@ -137,7 +142,7 @@ def test_a_message_over_64_kib_closes_with_1009(server):
     with pytest.raises(simple_websocket.ConnectionClosed):
         receive(ada)
     assert ada.close_reason == 1009
-    wait_until(lambda: len(chat.clients) == 1)  # its handler has finished, at once
+    wait_until(lambda: len(ROOM.clients) == 1)  # its handler has finished, at once
     say(bob, "others carry on")
     assert receive(bob)["message"] == "others carry on"
     bob.close()
@@ -170,7 +175,7 @@ def test_concurrent_senders_are_seen_in_one_order_by_everyone(server):
         thread.join(TIMEOUT)
     # The server may still be broadcasting a sender's last messages after it has left:
     # "end" goes once their handlers have finished.
-    wait_until(lambda: len(chat.clients) == len(watchers))
+    wait_until(lambda: len(ROOM.clients) == len(watchers))
     say(watchers[0], "end")
     seen = [receive_until(ws, "end") for ws in watchers]
     assert len(seen[0]) == 5 * 15 + 1
@@ -194,7 +199,7 @@ def test_newcomers_during_a_burst_get_no_gap_and_no_duplicate(server):
         newcomers.append(Client.connect(f"ws://{server}/ws"))
     for thread in senders:
         thread.join(TIMEOUT)
-    wait_until(lambda: len(chat.clients) == 1 + len(newcomers))  # the senders' handlers end
+    wait_until(lambda: len(ROOM.clients) == 1 + len(newcomers))  # the senders' handlers end
     say(watcher, "end")
     everything = receive_until(watcher, "end")
     assert len(everything) == 4 * 20 + 1
@@ -243,7 +248,7 @@ def test_compression_offered_as_browsers_do_is_declined(server):
     assert response.split()[1] == "101"
     assert "sec-websocket-extensions" not in response.lower()
     bob = connect(server)
-    wait_until(lambda: len(chat.clients) == 2)
+    wait_until(lambda: len(ROOM.clients) == 2)
     send_text_frame(s, json.dumps({"name": "Ada", "message": "plain"}))
     assert receive(bob) == {"name": "Ada", "message": "plain"}
     first, data = receive_raw(s)
@@ -290,35 +295,35 @@ def reset(s):
 def test_abrupt_resets_mid_broadcast_disturb_nobody(server):
     ada, bob = connect(server), connect(server)
     vanishing = [raw_handshake(server)[0] for _ in range(10)]
-    wait_until(lambda: len(chat.clients) == 12)
+    wait_until(lambda: len(ROOM.clients) == 12)
     for n in range(chat.RATE_BURST):
         say(ada, f"burst {n}")
         if n < len(vanishing):
             reset(vanishing[n])
     assert receive_until(bob, f"burst {chat.RATE_BURST - 1}") == [
         f"burst {n}" for n in range(chat.RATE_BURST)]
-    wait_until(lambda: len(chat.clients) == 2)
+    wait_until(lambda: len(ROOM.clients) == 2)
     ada.close()
     bob.close()
 
 
 def test_a_reader_that_stalls_is_dropped_and_delays_no_one(server, monkeypatch):
     monkeypatch.setattr(chat, "SEND_TIMEOUT", 1)
-    monkeypatch.setattr(chat, "RATE_BURST", 1000)
+    monkeypatch.setattr(ROOM.settings, "RATE_BURST", 1000)
     # Ada sends faster than anyone types; on a loaded machine her own outbox or the wait
     # could pass the "busy" marks, which are not what this test is about.
     monkeypatch.setattr(chat, "BUSY_BACKLOG", chat.OUTBOX_LIMIT)
     monkeypatch.setattr(chat, "BUSY_WAIT", 10)
     stalled, _ = raw_handshake(server, receive_buffer=4096)  # and it never reads
     ada, bob = connect(server), connect(server)
-    wait_until(lambda: len(chat.clients) == 3)
+    wait_until(lambda: len(ROOM.clients) == 3)
     # Random letters do not compress: enough of them fill every buffer on the way.
     count = 3 * chat.SEND_BUFFER // 1000
     for n in range(count):
         say(ada, f"{n} " + base64.b64encode(os.urandom(740)).decode())
     for n in range(count):
         assert receive(bob)["message"].startswith(f"{n} ")
-    wait_until(lambda: len(chat.clients) == 2)  # the stalled one was cut off
+    wait_until(lambda: len(ROOM.clients) == 2)  # the stalled one was cut off
     ada.close()
     bob.close()
     stalled.close()
@@ -327,21 +332,21 @@ def test_a_reader_that_stalls_is_dropped_and_delays_no_one(server, monkeypatch):
 def test_a_client_too_far_behind_is_dropped_at_once(server, monkeypatch):
     monkeypatch.setattr(chat, "OUTBOX_LIMIT", 50)
     monkeypatch.setattr(chat, "SEND_TIMEOUT", 60)
-    monkeypatch.setattr(chat, "RATE_BURST", 1000)
+    monkeypatch.setattr(ROOM.settings, "RATE_BURST", 1000)
     monkeypatch.setattr(chat, "BUSY_WAIT", 10)  # a loaded machine must not refuse Ada
     stalled, _ = raw_handshake(server, receive_buffer=4096)
     ada = connect(server)
-    wait_until(lambda: len(chat.clients) == 2)
+    wait_until(lambda: len(ROOM.clients) == 2)
     for n in range(3 * chat.SEND_BUFFER // 1000 + chat.OUTBOX_LIMIT):
         say(ada, f"{n} " + base64.b64encode(os.urandom(740)).decode())
         time.sleep(0.001)  # our own writer keeps up; the stalled one cannot
-    wait_until(lambda: len(chat.clients) == 1)
+    wait_until(lambda: len(ROOM.clients) == 1)
     ada.close()
     stalled.close()
 
 
 class FakeWebSocket(SimpleNamespace):
-    __hash__ = object.__hash__  # a key of chat.clients, as a real one is
+    __hash__ = object.__hash__  # a key of ROOM.clients, as a real one is
 
 
 def fake_connection(sendall, state=ConnectionState.OPEN, send=None):
@@ -458,14 +463,14 @@ def test_a_frame_the_socket_took_part_of_is_finished_first_and_never_sent_twice(
 def test_frames_that_wait_for_the_room_go_out_in_one_write(monkeypatch):
     written = []
     ws, _ = fake_connection(written.append, send=sends_to(written, [1000]))
-    monkeypatch.setattr(chat, "clients", {ws: chat.Outbox()})
-    monkeypatch.setattr(chat, "history", collections.deque(maxlen=chat.HISTORY_SIZE))
+    room = chat.Room(chat.read_settings({}))
+    room.clients[ws] = chat.Outbox()
     first, second = frames.text_frame("first"), frames.text_frame("second")
-    with chat.clients_lock:  # broadcast while the room's sender was busy: both wait
-        chat.to_send.extend([(first, chat.EVERYONE, 0), (second, chat.EVERYONE, 0)])
-        chat.frames_to_send.notify()
+    with room.lock:  # broadcast while the room's sender was busy: both wait
+        room.to_send.extend([(first, chat.EVERYONE, 0), (second, chat.EVERYONE, 0)])
+        chat.start_room_sender(room)
     wait_until(lambda: written)
-    assert written == [first + second] and list(chat.history) == [first, second]
+    assert written == [first + second] and list(room.history) == [first, second]
 
 
 def test_without_a_send_that_does_not_wait_every_frame_goes_to_the_writer(monkeypatch):
@@ -530,10 +535,10 @@ def test_a_client_that_pauses_reading_gets_whole_frames_or_is_cut_off(server, mo
     """The issue's case: with the send timeout short, the old writer left a frame half
     written and went on with the next frame's bytes once the client read again."""
     monkeypatch.setattr(chat, "SEND_TIMEOUT", 1)
-    monkeypatch.setattr(chat, "RATE_BURST", 1000)
+    monkeypatch.setattr(ROOM.settings, "RATE_BURST", 1000)
     paused, _ = raw_handshake(server, receive_buffer=4096)
     ada = connect(server)
-    wait_until(lambda: len(chat.clients) == 2)
+    wait_until(lambda: len(ROOM.clients) == 2)
     count = 3 * chat.SEND_BUFFER // 6000  # more than the kernel holds on the way
     for n in range(count):
         say(ada, numbered(n))
@@ -556,17 +561,17 @@ def test_a_sender_the_writers_are_behind_on_is_told_the_room_is_busy(server, mon
     it. Queued anyway, 300 senders' messages reached an observer 94 s late."""
     monkeypatch.setattr(chat, "BUSY_BACKLOG", 20)
     monkeypatch.setattr(chat, "SEND_TIMEOUT", 60)
-    monkeypatch.setattr(chat, "RATE_BURST", 1000)
+    monkeypatch.setattr(ROOM.settings, "RATE_BURST", 1000)
     behind, _ = raw_handshake(server, receive_buffer=4096)  # reads nothing for now
     ada = connect(server)
-    wait_until(lambda: len(chat.clients) == 2)
+    wait_until(lambda: len(ROOM.clients) == 2)
     count = 3 * chat.SEND_BUFFER // 1000 + 2 * chat.BUSY_BACKLOG
     for n in range(count):  # random letters do not compress: they fill every buffer
         say(ada, f"{n} " + base64.b64encode(os.urandom(740)).decode())
         time.sleep(0.002)  # so that Ada's own writer keeps up; the other's cannot
     assert [receive(ada)["message"].split()[0] for _ in range(count)] == [
         str(n) for n in range(count)]
-    wait_until(lambda: max(len(o) for o in chat.clients.values()) > chat.BUSY_BACKLOG)
+    wait_until(lambda: max(len(o) for o in ROOM.clients.values()) > chat.BUSY_BACKLOG)
     send_text_frame(behind, json.dumps({"name": "Bo", "message": "hello"}))
     assert_nothing_arrives(ada, wait=0.5)  # refused, not queued for everyone
     errors = []
@@ -595,10 +600,10 @@ def test_a_message_is_refused_while_the_room_sender_is_behind(clients, monkeypat
     say(ada, "first")
     assert held_up.wait(TIMEOUT)
     say(ada, "second")
-    wait_until(lambda: len(chat.to_send) == 1)  # it waits for the room's sender
+    wait_until(lambda: len(ROOM.to_send) == 1)  # it waits for the room's sender
     time.sleep(0.7)
     say(ada, "third")  # "second" has waited over BUSY_WAIT: the room is behind
-    wait_until(lambda: len(chat.to_send) == 2)  # "third"'s refusal, to Ada alone
+    wait_until(lambda: len(ROOM.to_send) == 2)  # "third"'s refusal, to Ada alone
     go_on.set()
     assert [receive(bob)["message"] for _ in range(2)] == ["first", "second"]
     assert [receive(ada).get("message") for _ in range(2)] == ["first", "second"]
@@ -614,11 +619,11 @@ def test_a_message_that_waited_too_long_to_be_handled_is_refused(clients, monkey
     monkeypatch.setattr(chat, "BUSY_WAIT", 0.5)
     original, calls = chat.broadcast, []
 
-    def slow_once(message):
+    def slow_once(room, message):
         calls.append(message)
         if len(calls) == 1:
             time.sleep(1)
-        original(message)
+        original(room, message)
 
     monkeypatch.setattr(chat, "broadcast", slow_once)
     for text in ("first", "second", "third"):
@@ -635,10 +640,10 @@ def test_a_message_that_waited_too_long_to_be_handled_is_refused(clients, monkey
 
 def test_pongs_from_the_library_never_interleave_with_our_frames(server, monkeypatch):
     """The library's reader thread answers pings on the same socket as our writer."""
-    monkeypatch.setattr(chat, "RATE_BURST", 1000)
+    monkeypatch.setattr(ROOM.settings, "RATE_BURST", 1000)
     reader, _ = raw_handshake(server, receive_buffer=4096)
     ada = connect(server)
-    wait_until(lambda: len(chat.clients) == 2)
+    wait_until(lambda: len(ROOM.clients) == 2)
     count = 4 * chat.SEND_BUFFER // 6000  # the writer waits for the reader, mid-frame
     for n in range(count):
         say(ada, numbered(n))
@@ -666,9 +671,11 @@ def writers():
 
 
 def server_threads():
-    """The threads of the server: all but this test's own clients' reader threads."""
+    """The threads of the server: all but this test's own clients' reader threads, and the
+    rooms' senders, which come and go with what there is to send."""
     return [t for t in threading.enumerate()
-            if not isinstance(getattr(getattr(t, "_target", None), "__self__", None), Client)]
+            if not isinstance(getattr(getattr(t, "_target", None), "__self__", None), Client)
+            and getattr(t, "_target", None) is not chat.send_to_room]
 
 
 def test_an_idle_connection_holds_two_threads_and_no_writer(server):
@@ -686,10 +693,10 @@ def test_an_idle_connection_holds_two_threads_and_no_writer(server):
 
 @pytest.mark.skipif(frames.DONT_WAIT is None, reason="Windows has no MSG_DONTWAIT")
 def test_a_writer_exists_only_while_its_client_is_behind(server, monkeypatch):
-    monkeypatch.setattr(chat, "RATE_BURST", 1000)
+    monkeypatch.setattr(ROOM.settings, "RATE_BURST", 1000)
     paused, _ = raw_handshake(server, receive_buffer=4096)  # reads nothing for now
     ada = connect(server)
-    wait_until(lambda: len(chat.clients) == 2)
+    wait_until(lambda: len(ROOM.clients) == 2)
     count = 3 * chat.SEND_BUFFER // 6000  # more than the kernel holds on the way
     for n in range(count):
         say(ada, numbered(n))
@@ -709,8 +716,8 @@ def test_a_writer_exists_only_while_its_client_is_behind(server, monkeypatch):
 def test_a_peer_that_vanishes_silently_is_removed_by_ping(server, monkeypatch):
     monkeypatch.setitem(chat.SOCKET_OPTIONS, "ping_interval", 0.2)
     silent, _ = raw_handshake(server)  # never answers a ping
-    wait_until(lambda: len(chat.clients) == 1)
-    wait_until(lambda: len(chat.clients) == 0)
+    wait_until(lambda: len(ROOM.clients) == 1)
+    wait_until(lambda: len(ROOM.clients) == 0)
     silent.close()
 
 
@@ -743,7 +750,7 @@ HARDENED = os.path.dirname(os.path.abspath(chat.__file__))
 def test_flask_app_hardened_finds_the_chat():
     """`flask --app hardened run`, as the README and docs/deploying.md say, from the
     folder that holds hardened/: Flask finds create_app() in the package."""
-    env = {key: value for key, value in os.environ.items() if key != "REDIS_URL"}
+    env = {key: value for key, value in os.environ.items() if key != "CHAT_REDIS_URL"}
     result = subprocess.run([sys.executable, "-m", "flask", "--app", "hardened", "routes"],
                             cwd=os.path.dirname(HARDENED), env=env, capture_output=True,
                             text=True, timeout=60)
@@ -763,3 +770,118 @@ def test_gunicorn_conf_gives_gunicorn_the_threads_the_chat_counts_on(monkeypatch
     read_now = runpy.run_path(settings.__file__)  # settings.py, read again in this environment
     assert conf["threads"] == read_now["SERVER_THREADS"]
     assert conf["wsgi_app"] == "hardened:create_app()" and conf["workers"] == 1
+
+
+# --- A room per app, its settings the app's ----------------------------------------------
+
+def test_two_apps_never_share_history_or_clients():
+    first, second = chat.create_app(), chat.create_app()
+    with serving(first) as one, serving(second) as two:
+        ada, bob = Client.connect(f"ws://{one}/ws"), Client.connect(f"ws://{two}/ws")
+        wait_until(lambda: len(chat.room_of(first).clients) == 1
+                   and len(chat.room_of(second).clients) == 1)
+        say(ada, "only in the first")
+        assert receive(ada)["message"] == "only in the first"
+        assert_nothing_arrives(bob)
+        carol = Client.connect(f"ws://{two}/ws")
+        assert_nothing_arrives(carol)  # the second app's history is its own: empty
+        assert list(chat.room_of(second).history) == []
+        for ws in (ada, bob, carol):
+            close(ws)
+
+
+def test_apps_made_and_dropped_leave_no_thread_behind(monkeypatch):
+    """A factory called for each test: each app's room starts its sender and ends it."""
+    monkeypatch.setattr(chat, "SENDER_IDLE", 0.2)
+    before = threading.active_count()
+    for n in range(20):
+        app = chat.create_app()
+        with serving(app) as address:
+            ws = Client.connect(f"ws://{address}/ws")
+            say(ws, f"hello {n}")
+            assert receive(ws)["message"] == f"hello {n}"
+            close(ws)
+            wait_until(lambda: not chat.room_of(app).clients)
+    del app
+    gc.collect()
+    wait_until(lambda: threading.active_count() <= before)
+
+
+def test_the_chat_registered_twice_on_one_app_refuses_in_words():
+    app = chat.create_app()
+    with pytest.raises(ValueError, match="registered on this app already"):
+        app.register_blueprint(chat.bp, name="again", url_prefix="/again")
+
+
+@pytest.mark.parametrize("name, value, words", [
+    ("CHAT_HISTORY_SIZE", "ten", "CHAT_HISTORY_SIZE must be a whole number from 0 to 1000"),
+    ("CHAT_MAX_MESSAGE_CHARS", 0, "CHAT_MAX_MESSAGE_CHARS must be a whole number from 1"),
+    ("CHAT_RATE_BURST", True, "CHAT_RATE_BURST must be a whole number"),
+    ("CHAT_TRUSTED_PROXIES", "-1", "CHAT_TRUSTED_PROXIES must be a whole number from 0 to 10"),
+    ("CHAT_ALLOWED_HOSTS", ["a.example"], "CHAT_ALLOWED_HOSTS must be text"),
+])
+def test_a_bad_setting_stops_the_start_with_a_sentence(name, value, words):
+    app = Flask("a_host")
+    app.config[name] = value
+    with pytest.raises(ValueError, match=words):
+        app.register_blueprint(chat.bp)
+
+
+def test_settings_come_from_the_apps_config_and_else_the_environment(monkeypatch):
+    monkeypatch.setenv("CHAT_HISTORY_SIZE", "12")
+    monkeypatch.setenv("CHAT_MAX_NAME_CHARS", "40")
+    app = Flask("a_host")
+    app.config["CHAT_HISTORY_SIZE"] = 30  # the app's own wins
+    app.register_blueprint(chat.bp)
+    chosen = chat.room_of(app).settings
+    assert (chosen.HISTORY_SIZE, chosen.MAX_NAME_CHARS, chosen.RATE_BURST) == (30, 40, 20)
+
+
+def test_an_apps_history_size_and_message_limit_reach_its_newcomers_and_page():
+    app = Flask("a_host")
+    app.config.update(CHAT_HISTORY_SIZE=30, CHAT_MAX_MESSAGE_CHARS=2000, CHAT_RATE_BURST=40)
+    app.register_blueprint(chat.bp)
+    with serving(app) as address:
+        ada = Client.connect(f"ws://{address}/ws")
+        say(ada, "m" * 2000)
+        assert receive(ada)["message"] == "m" * 2000
+        say(ada, "m" * 2001)
+        assert receive(ada)["error"] == (
+            "Your message is too long: 2,001 characters; the limit is 2,000.")
+        for n in range(31):
+            say(ada, f"message {n}")
+        receive_until(ada, "message 30")
+        bob = Client.connect(f"ws://{address}/ws")
+        assert [receive(bob)["message"] for _ in range(30)] == [
+            f"message {n}" for n in range(1, 31)]  # the 2,000 m's and message 0 forgotten
+        for ws in (ada, bob):
+            close(ws)
+        page = app.test_client().get("/").text
+    if "data-max-message-chars=" in CHAT_PAGE:  # the page reads its limits from there
+        assert 'data-max-message-chars="2000"' in page and 'data-history-size="30"' in page
+
+
+CHAT_PAGE = (pathlib.Path(HARDENED) / "chat.html").read_text(encoding="utf-8")
+
+
+def test_the_page_is_given_the_rooms_limits_in_its_body_and_nothing_else_changes():
+    chosen = chat.read_settings({"CHAT_MAX_MESSAGE_CHARS": 2000, "CHAT_HISTORY_SIZE": 30})
+    page = ('<body class="x" data-max-message-chars="1000" data-history-size="10"'
+            ' data-speaker="">\n<script>const limit = "data-history-size=\\"10\\"";</script>')
+    assert chat.with_settings(page, chosen) == page.replace('"1000"', '"2000"', 1).replace(
+        'data-history-size="10"', 'data-history-size="30"', 1)
+    assert chat.with_settings("<body>plain</body>", chosen) == "<body>plain</body>"
+
+
+@contextlib.contextmanager
+def serving(app):
+    """Serve an app on a free loopback port, as the `server` fixture serves CHAT_APP."""
+    httpd = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.01,), daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{httpd.server_port}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(TIMEOUT)

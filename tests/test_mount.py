@@ -53,8 +53,8 @@ def host(tmp_path):
     """The host app, chat included, served in a process of its own; yields its address."""
     folder = copy_as_the_example_says(tmp_path / "my-app")
     env = {key: value for key, value in os.environ.items()
-           if key not in ("REDIS_URL", "TRUSTED_PROXIES")}
-    env["ALLOWED_HOSTS"] = "127.0.0.1"  # the chat's setting: the host's routes ignore it
+           if key not in ("CHAT_REDIS_URL", "CHAT_TRUSTED_PROXIES")}
+    env["CHAT_ALLOWED_HOSTS"] = "127.0.0.1"  # the chat's setting: the host's routes ignore it
     with open(folder / "server.log", "w") as log:
         server = subprocess.Popen([sys.executable, "-c", SERVE], cwd=folder, env=env,
                                   stdout=subprocess.PIPE, stderr=log, text=True)
@@ -124,7 +124,7 @@ def test_the_chat_works_at_its_prefix_beside_the_hosts_pages(host, clients):
 
 def test_the_hosts_routes_get_none_of_the_chats_headers_or_checks(host):
     status, headers, _ = get(f"http://{host}/about", {"Host": "elsewhere.example"})
-    assert status == 200  # ALLOWED_HOSTS is the chat's: the host answers any name
+    assert status == 200  # CHAT_ALLOWED_HOSTS is the chat's: the host answers any name
     assert "Content-Security-Policy" not in headers
     assert "Referrer-Policy" not in headers
     status, headers, _ = get(f"http://{host}/chat/")
@@ -137,7 +137,7 @@ def test_the_chats_checks_apply_at_its_prefix(host):
     assert response.startswith("HTTP/1.1 403")
     s, response = raw_handshake(host, path="/chat/ws", host_header="elsewhere.example")
     s.close()
-    assert response.startswith("HTTP/1.1 400")  # not one of ALLOWED_HOSTS
+    assert response.startswith("HTTP/1.1 400")  # not one of CHAT_ALLOWED_HOSTS
     s, response = raw_handshake(host, path="/chat/ws")
     s.close()
     assert response.startswith("HTTP/1.1 101")
@@ -195,14 +195,15 @@ def test_a_hosts_own_websockets_keep_their_options_and_the_chat_its_own(clients)
         assert echo_ws.receive(timeout=TIMEOUT) == "hi"
         assert seen == {"thread": threading.Thread, "ping_interval": 5}
         clients(f"ws://127.0.0.1:{httpd.server_port}/chat/ws")
-        wait_until(lambda: len(chat.clients) == 1)
-        (ws,) = chat.clients
+        room = chat.room_of(host)
+        wait_until(lambda: len(room.clients) == 1)
+        (ws,) = room.clients
         assert isinstance(ws.thread, reader.ReaderThread)
         assert ws.ping_interval == chat.PING_INTERVAL
     finally:
-        for ws in list(chat.clients):
+        for ws in list(chat.room_of(host).clients):
             chat.hang_up(ws)
-        wait_until(lambda: not chat.clients)
+        wait_until(lambda: not chat.room_of(host).clients)
         httpd.shutdown()
 
 
@@ -229,7 +230,7 @@ print(json.dumps([before, state(host)]))
 
 @pytest.mark.skipif(sys.platform == "win32", reason="reads the open-file limit")
 def test_importing_and_registering_the_chat_changes_nothing_in_the_process():
-    env = {key: value for key, value in os.environ.items() if key != "REDIS_URL"}
+    env = {key: value for key, value in os.environ.items() if key != "CHAT_REDIS_URL"}
     result = subprocess.run([sys.executable, "-c", PROCESS_STATE], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
@@ -260,7 +261,7 @@ def test_a_package_app_may_hold_the_folder_inside_its_package(tmp_path):
     shutil.copytree(ROOT / "hardened", package / "hardened",
                     ignore=shutil.ignore_patterns("__pycache__"))
     env = {key: value for key, value in os.environ.items()
-           if key not in ("REDIS_URL", "PYTHONPATH")}
+           if key not in ("CHAT_REDIS_URL", "PYTHONPATH")}
     result = subprocess.run([sys.executable, "-c", IN_THE_PACKAGE], cwd=tmp_path, env=env,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr

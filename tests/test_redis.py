@@ -32,13 +32,26 @@ SERVE = ("import hardened, werkzeug.serving as serving; "
 
 
 def test_without_redis_url_redis_is_not_even_imported():
-    env = {key: value for key, value in os.environ.items() if key != "REDIS_URL"}
+    env = {key: value for key, value in os.environ.items() if key != "CHAT_REDIS_URL"}
     code = ("import sys, hardened; print(sorted(name for name in sys.modules "
             "if name.split('.')[0] in ('redis', 'redis_bridge')))")
     result = subprocess.run([sys.executable, "-c", code], cwd=HERE, env=env,
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_a_hosts_own_redis_url_starts_no_redis_for_the_chat():
+    """The chat's setting is CHAT_REDIS_URL: a host's REDIS_URL is its own business."""
+    env = {key: value for key, value in os.environ.items() if key != "CHAT_REDIS_URL"}
+    env["REDIS_URL"] = "redis://127.0.0.1:1/0"  # nothing listens there
+    code = ("import sys, hardened; app = hardened.create_app(); "
+            "print(hardened.chat.room_of(app).redis, app.test_client().get('/').status_code, "
+            "sorted(name for name in sys.modules if name.split('.')[0] == 'redis'))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=HERE, env=env,
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["None", "200", "[]"]
 
 
 def missing_redis():
@@ -104,7 +117,7 @@ def redis_server(tmp_path):
 @pytest.fixture
 def chats(redis_server, tmp_path):
     """Two chat processes sharing redis_server; their addresses."""
-    env = {**os.environ, "REDIS_URL": f"redis://127.0.0.1:{redis_server.port}/0"}
+    env = {**os.environ, "CHAT_REDIS_URL": f"redis://127.0.0.1:{redis_server.port}/0"}
     logs = [tmp_path / f"chat{i}.log" for i in range(2)]
     processes = [subprocess.Popen([sys.executable, "-c", SERVE], cwd=HERE, env=env, text=True,
                                   stdout=subprocess.PIPE, stderr=log.open("w"))
@@ -120,6 +133,30 @@ def chats(redis_server, tmp_path):
             process.wait(TIMEOUT)
     for log in logs:  # nothing crashed in any thread
         assert "Traceback" not in log.read_text(), log.read_text()
+
+
+def test_each_app_has_its_own_relay_which_ends_with_the_app(redis_server, monkeypatch):
+    """A factory called for each test must not leave a thread reading Redis for each."""
+    import gc
+    from flask import Flask
+    from hardened import chat
+    monkeypatch.setattr(chat, "SENDER_IDLE", 0.2)  # the room's sender holds it till then
+    apps = []
+    for stream in ("first", "second"):
+        app = Flask("a_host")
+        app.config.update(CHAT_REDIS_URL=f"redis://127.0.0.1:{redis_server.port}/0",
+                          CHAT_REDIS_STREAM=f"test:{stream}")
+        app.register_blueprint(chat.bp)
+        apps.append(app)
+    wait_until(lambda: redis_server.readers() == 2)
+    rooms = [chat.room_of(app) for app in apps]
+    rooms[0].redis.publish("only in the first")
+    wait_until(lambda: list(rooms[0].history))
+    assert [frame[2:] for frame in rooms[0].history] == [b"only in the first"]
+    assert not rooms[1].history  # its own stream
+    del apps, rooms, app
+    gc.collect()
+    wait_until(lambda: redis_server.readers() == 0, timeout=TIMEOUT + 2)
 
 
 def printed_port(process):

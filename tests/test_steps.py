@@ -177,7 +177,7 @@ server.serve_forever()
 @contextlib.contextmanager
 def served_in_a_process(step, folder):
     assemble(step, folder)
-    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    env = {k: v for k, v in os.environ.items() if k != "CHAT_REDIS_URL"}
     with open(folder / "server.log", "w") as log:
         server = subprocess.Popen([sys.executable, "-c", SERVE], cwd=folder, env=env,
                                   stdout=subprocess.PIPE, stderr=log, text=True)
@@ -210,6 +210,13 @@ def app_served(module):
 def limits_of(module):
     """The limits.py a checkpoint counts with: its own."""
     return SERVED[module.__name__][1]["limits"]
+
+
+def clients_of(module):
+    """A checkpoint's connected clients: its globals, until step 23 gives each app a room."""
+    if hasattr(module, "room_of"):
+        return module.room_of(app_served(module)).clients
+    return module.clients
 
 
 def is_safeguards(name):
@@ -313,7 +320,7 @@ def wait_until(condition):
 def room_of(address, module, count):
     """`count` clients, once the server has them all."""
     clients = [connect(address) for _ in range(count)]
-    wait_until(lambda: len(module.clients) == count)
+    wait_until(lambda: len(clients_of(module)) == count)
     return clients
 
 
@@ -412,7 +419,7 @@ def test_from_02_everyone_gets_every_message(serve, step):
     ada.close()
     bob.close()
     if step >= "03":  # from 03-leave on, a closed connection leaves the room
-        wait_until(lambda: len(module.clients) == 0)
+        wait_until(lambda: len(clients_of(module)) == 0)
 
 
 @pytest.mark.parametrize("step", STEPS[STEPS.index("06-history"):])
@@ -465,7 +472,7 @@ def test_from_09_a_client_far_behind_is_hung_up_on(serve, step, monkeypatch):
     (ada,) = room_of(address, module, 1)
     for message in messages:
         say(ada, message)
-    wait_until(lambda: len(module.clients) == 0)
+    wait_until(lambda: len(clients_of(module)) == 0)
 
 
 @pytest.mark.parametrize("step", STEPS[STEPS.index("10-ping"):])
@@ -556,7 +563,7 @@ def test_from_15_a_close_is_the_last_thing_on_the_wire(serve, step, close):
     address, module = serve(step)
     s, head = raw_handshake(address)
     assert " 101 " in head
-    wait_until(lambda: len(module.clients) == 1)
+    wait_until(lambda: len(clients_of(module)) == 1)
     if close == "too big":
         s.sendall(client_frame(b"x" * (frame_limit(module) + 1)))
     else:
@@ -615,7 +622,7 @@ def test_from_17_a_slow_reader_gets_whole_frames_then_the_end(serve, step, monke
     slow, head = raw_handshake(address, receive_buffer=4096)
     assert " 101 " in head
     ada = connect(address)
-    wait_until(lambda: len(module.clients) == 2)
+    wait_until(lambda: len(clients_of(module)) == 2)
     parser = wsproto.frame_protocol.FrameProtocol(client=True, extensions=[])
     for n in range(300):  # more than fits in the buffers on the way to slow
         say(ada, f"{n} " + "x" * 900)
@@ -627,7 +634,7 @@ def test_from_17_a_slow_reader_gets_whole_frames_then_the_end(serve, step, monke
     read_frames(slow, parser)
     for n in range(300):  # now it reads nothing more: hung up on, after whole frames
         say(ada, f"{n} " + "x" * 900)
-    wait_until(lambda: len(module.clients) == 1)
+    wait_until(lambda: len(clients_of(module)) == 1)
     assert read_frames(slow, parser)
     slow.close()
     ada.close()
@@ -670,7 +677,7 @@ def test_from_19_the_handler_hears_a_close_at_once(serve, step):
     room = room_of(address, module, 5)
     for ws in room:
         ws.send("x" * (module.MAX_FRAME_CHARS + 1))
-    wait_until(lambda: len(module.clients) == 0)
+    wait_until(lambda: len(clients_of(module)) == 0)
 
 
 @pytest.mark.parametrize("step", STEPS[STEPS.index("20-limits"):])

@@ -4,18 +4,19 @@ websocket.py calls `refusal()` before each handshake it is asked for; `client_ad
 is the address every limit counts. None of this is the chat's story, but each keeps a
 promise that the docs make:
 
-- with ALLOWED_HOSTS set, a page whose own name points at our address is refused
+- with CHAT_ALLOWED_HOSTS set, a page whose own name points at our address is refused
   (DNS rebinding: its Host and Origin both name the attacker's site);
 - a malformed websocket handshake (no Host, a control character in a header, a key
   that is not 16 bytes in base64, ...) gets a 400 that says why, instead of a 500 and a
   traceback (simple-websocket leaves these checks to wsproto, which raises);
 - another site's page cannot open the socket with our users' cookies (Origin);
 - compression is declined (see decline_compression);
-- behind TRUSTED_PROXIES reverse proxies, each client's address is read from the
+- behind CHAT_TRUSTED_PROXIES reverse proxies, each client's address is read from the
   X-Forwarded-For they add, so that the per-address limits see people, not the proxy.
 
 Nothing here looks at a path: the checks run for the chat's websocket route, wherever an
-app mounts it, and for nothing else of the app's.
+app mounts it, and for nothing else of the app's. The two settings are the app's own
+(settings.of_current_app()): two apps in one process may set them apart.
 
 Relies on: Werkzeug's `request.host` and the environ keys HTTP_SEC_WEBSOCKET_EXTENSIONS
 and HTTP_X_FORWARDED_FOR, which simple-websocket reads the handshake from.
@@ -27,8 +28,6 @@ from flask import Response, request
 
 from . import settings
 
-ALLOWED_HOSTS = settings.ALLOWED_HOSTS      # settings.py says what each is for
-TRUSTED_PROXIES = settings.TRUSTED_PROXIES
 # The headers a handshake is read from. Others (a cookie, say) may hold any text a
 # browser sends: simple-websocket passes them on as UTF-8, which wsproto accepts.
 HANDSHAKE_HEADERS = frozenset({
@@ -50,8 +49,9 @@ def refusal():
 
 
 def host_is_allowed():
-    return not ALLOWED_HOSTS or request.host.rsplit(":", 1)[0].lower() in [
-        host.strip().lower() for host in ALLOWED_HOSTS.split(",")]
+    allowed = settings.of_current_app().ALLOWED_HOSTS  # settings.py says what it is for
+    return not allowed or request.host.rsplit(":", 1)[0].lower() in [
+        host.strip().lower() for host in allowed.split(",")]
 
 
 def header_error(environ):
@@ -99,13 +99,14 @@ def decline_compression():
 
 
 def client_address():
-    """The address the limits count: the peer's, or behind TRUSTED_PROXIES proxies the
-    one the outermost of them saw (as Werkzeug's ProxyFix reads it, for this request
+    """The address the limits count: the peer's, or behind CHAT_TRUSTED_PROXIES proxies
+    the one the outermost of them saw (as Werkzeug's ProxyFix reads it, for this request
     only: the rest of a host app keeps its own view)."""
+    proxies = settings.of_current_app().TRUSTED_PROXIES
     forwarded = request.environ.get("HTTP_X_FORWARDED_FOR", "")
     hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
-    if TRUSTED_PROXIES and len(hops) >= TRUSTED_PROXIES:
-        return hops[-TRUSTED_PROXIES]
+    if proxies and len(hops) >= proxies:
+        return hops[-proxies]
     return request.remote_addr
 
 

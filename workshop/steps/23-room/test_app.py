@@ -61,26 +61,31 @@ def app():
 
 
 @pytest.fixture
-def server(app):
+def room(app):
+    """The app's room: who is in it, what it remembers, and its settings."""
+    return chat.room_of(app)
+
+
+@pytest.fixture
+def server(app, room):
     """Serve the app with Werkzeug's threaded server, as `flask run` does."""
-    chat.history.clear()
     httpd = make_server("127.0.0.1", 0, app, threaded=True)
     threading.Thread(target=httpd.serve_forever, args=(0.01,), daemon=True).start()
     yield f"127.0.0.1:{httpd.server_port}"
     httpd.shutdown()
-    wait_until(lambda: not chat.clients)  # every test's clients have left the room
+    wait_until(lambda: not room.clients)  # every test's clients have left the room
 
 
 @pytest.fixture
-def connect(server):
+def connect(server, room):
     """connect() opens a client and waits until the chat has it; all are closed after."""
     opened = []
 
     def connect_one(path="/ws"):
-        before = len(chat.clients)
+        before = len(room.clients)
         ws = Client.connect(f"ws://{server}{path}")
         opened.append(ws)
-        wait_until(lambda: len(chat.clients) > before)
+        wait_until(lambda: len(room.clients) > before)
         return ws
 
     yield connect_one
@@ -156,8 +161,8 @@ def test_a_newcomer_gets_the_last_ten_oldest_first(connect):
         f"message {n}" for n in range(3, chat.HISTORY_SIZE + 3)]
 
 
-def test_newcomers_during_a_burst_get_no_gap_and_no_repeat(connect, monkeypatch):
-    monkeypatch.setattr(chat, "RATE_BURST", 1000)
+def test_newcomers_during_a_burst_get_no_gap_and_no_repeat(connect, monkeypatch, room):
+    monkeypatch.setattr(room.settings, "RATE_BURST", 1000)
     ada = connect()
     sender = threading.Thread(target=lambda: [say(ada, str(n)) for n in range(300)])
     sender.start()
@@ -171,7 +176,7 @@ def test_newcomers_during_a_burst_get_no_gap_and_no_repeat(connect, monkeypatch)
         assert seen == [str(n) for n in range(first, 300)]
 
 
-def test_a_flood_is_refused_in_words_and_the_sender_stays(connect):
+def test_a_flood_is_refused_in_words_and_the_sender_stays(connect, room):
     ada, bob = connect(), connect()
     for n in range(chat.RATE_BURST + 5):
         say(ada, str(n))
@@ -182,7 +187,7 @@ def test_a_flood_is_refused_in_words_and_the_sender_stays(connect):
     time.sleep(1 / chat.RATE_PER_SECOND)  # one more message's worth of time
     say(ada, "later")
     assert receive(ada)["message"] == "later"
-    assert len(chat.clients) == 2
+    assert len(room.clients) == 2
 
 
 def raw_handshake(server, origin=None, receive_buffer=None, path="/ws", extra=""):
@@ -279,7 +284,7 @@ def test_a_frame_over_the_limit_closes_with_1009_and_nothing_after(server):
     s.close()
 
 
-def test_a_peer_that_vanished_is_found_by_pings(server, monkeypatch):
+def test_a_peer_that_vanished_is_found_by_pings(server, monkeypatch, room):
     assert chat.SOCKET_OPTIONS["ping_interval"] == chat.PING_INTERVAL
     monkeypatch.setitem(chat.SOCKET_OPTIONS, "ping_interval", 0.2)  # not to wait 25 s
     s, _ = raw_handshake(server)  # it never answers a ping
@@ -287,17 +292,18 @@ def test_a_peer_that_vanished_is_found_by_pings(server, monkeypatch):
     assert [opcode for opcode, _ in frames] == [0x9, 0x8]  # a ping, then goodbye
     assert close_code(frames[-1]) == (1008, "Ping/Pong timeout")
     assert after == b""
-    wait_until(lambda: not chat.clients)
+    wait_until(lambda: not room.clients)
     s.close()
 
 
-def test_a_tab_that_stops_reading_delays_no_one_and_is_cut_off(connect, server, monkeypatch):
-    monkeypatch.setattr(chat, "RATE_BURST", 10_000)
+def test_a_tab_that_stops_reading_delays_no_one_and_is_cut_off(connect, server, monkeypatch,
+                                                               room):
+    monkeypatch.setattr(room.settings, "RATE_BURST", 10_000)
     stuck, _ = raw_handshake(server, receive_buffer=4096)  # it never reads
-    wait_until(lambda: len(chat.clients) == 1)
+    wait_until(lambda: len(room.clients) == 1)
     ada, bob = connect(), connect()
     sent = 0
-    while len(chat.clients) == 3:  # until the stuck tab is cut off
+    while len(room.clients) == 3:  # until the stuck tab is cut off
         assert sent < 10_000, "the stuck tab was never cut off"
         say(ada, f"{sent} " + "x" * 900)
         sent += 1
@@ -312,12 +318,12 @@ def test_a_tab_that_stops_reading_delays_no_one_and_is_cut_off(connect, server, 
     stuck.close()
 
 
-def test_joins_and_leaves_are_logged_with_the_count(connect, caplog):
+def test_joins_and_leaves_are_logged_with_the_count(connect, caplog, room):
     caplog.set_level("INFO")
     ada = connect()
     bob = connect()
     bob.close()
-    wait_until(lambda: len(chat.clients) == 1)
+    wait_until(lambda: len(room.clients) == 1)
     ada.close()
 
     def logged():  # each line is logged just after the lock is let go: in either order
@@ -351,7 +357,7 @@ def test_the_page_and_its_socket_work_under_a_prefix(monkeypatch):
         say(ws, "under a prefix")
         assert receive(ws)["message"] == "under a prefix"
         ws.close()
-        wait_until(lambda: not chat.clients)
+        wait_until(lambda: not chat.room_of(host).clients)
     finally:
         httpd.shutdown()
 
@@ -363,30 +369,30 @@ def test_compression_is_declined(server):
 
 
 def test_a_tab_that_takes_nothing_is_cut_off_after_the_send_timeout(connect, server,
-                                                                     monkeypatch):
+                                                                     monkeypatch, room):
     """Even in a room too quiet to fill its outbox: its writer waits SEND_TIMEOUT, no more."""
     monkeypatch.setattr(chat, "SEND_TIMEOUT", 1)
-    monkeypatch.setattr(chat, "RATE_BURST", 10_000)
+    monkeypatch.setattr(room.settings, "RATE_BURST", 10_000)
     stuck, _ = raw_handshake(server, receive_buffer=4096)  # it never reads
-    wait_until(lambda: len(chat.clients) == 1)
+    wait_until(lambda: len(room.clients) == 1)
     ada = connect()
     for n in range(300):  # more than the buffers on the way hold, fewer than OUTBOX_SIZE
         say(ada, f"{n} " + "x" * 900)
     for n in range(300):
         receive(ada)
-    wait_until(lambda: len(chat.clients) == 1)  # the stuck tab is gone: Ada is left
+    wait_until(lambda: len(room.clients) == 1)  # the stuck tab is gone: Ada is left
     stuck.close()
 
 
 def test_a_tab_that_takes_nothing_for_a_while_gets_whole_frames(connect, server,
-                                                               monkeypatch):
+                                                               monkeypatch, room):
     """Its writer's send gives up after SEND_TIMEOUT, part-way through a frame: from then
     on the tab gets either the rest of that frame, or nothing more. Never another frame
     after a part: the tab reads again later, and every frame it gets is whole."""
     monkeypatch.setattr(chat, "SEND_TIMEOUT", 1)
-    monkeypatch.setattr(chat, "RATE_BURST", 10_000)
+    monkeypatch.setattr(room.settings, "RATE_BURST", 10_000)
     slow, _ = raw_handshake(server, receive_buffer=4096)  # it reads nothing for now
-    wait_until(lambda: len(chat.clients) == 1)
+    wait_until(lambda: len(room.clients) == 1)
     ada = connect()
     for n in range(300):  # more than the buffers on the way hold
         say(ada, f"{n} " + "x" * 900)
@@ -431,13 +437,13 @@ def test_one_address_may_not_fill_the_room(server, connect):
     assert "Too many connections from your address" in closed.value.message
 
 
-def test_the_handler_hears_a_close_at_once(connect):
+def test_the_handler_hears_a_close_at_once(connect, room):
     """Too big a frame: the library closes the connection with 1009, and the handler
     hears it at once, without waking up now and then to ask."""
-    room = [connect() for _ in range(5)]
-    for ws in room:
+    tabs = [connect() for _ in range(5)]
+    for ws in tabs:
         ws.send("x" * (chat.MAX_FRAME_CHARS + 1))
-    wait_until(lambda: not chat.clients)
+    wait_until(lambda: not room.clients)
 
 
 def test_an_address_is_limited_whatever_its_connections(connect, monkeypatch):
@@ -463,11 +469,11 @@ def test_text_that_reverses_itself_is_refused_in_words(connect):
     assert "reverses text" in receive(ada)["error"]
 
 
-def test_text_goes_out_as_it_came_not_in_escapes(connect):
+def test_text_goes_out_as_it_came_not_in_escapes(connect, room):
     ada = connect()
     say(ada, "café ☕")
     assert receive(ada)["message"] == "café ☕"
-    assert "café ☕".encode() in chat.history[-1]  # UTF-8: a third of the bytes of \u escapes
+    assert "café ☕".encode() in room.history[-1]  # UTF-8: a third of the bytes of \u escapes
 
 
 def test_the_page_comes_with_its_content_security_policy(server):
@@ -484,11 +490,11 @@ def test_a_message_that_waited_too_long_to_be_handled_is_refused(connect, monkey
     monkeypatch.setattr(chat, "BUSY_WAIT", 0.5)
     original, calls = chat.broadcast, []
 
-    def slow_once(message):
+    def slow_once(room, message):
         calls.append(message)
         if len(calls) == 1:
             time.sleep(1)
-        original(message)
+        original(room, message)
 
     monkeypatch.setattr(chat, "broadcast", slow_once)
     for text in ("first", "second", "third"):
@@ -503,9 +509,9 @@ def test_a_message_that_waited_too_long_to_be_handled_is_refused(connect, monkey
     assert receive(bob)["message"] == "later"
 
 
-def test_one_thread_sends_to_the_room(connect):
+def test_one_thread_sends_to_the_room(connect, room):
     """The handlers hand frames to the room's sender, which started with the first."""
     ada, bob = connect(), connect()
     say(ada, "hello")
     assert receive(bob)["message"] == "hello"
-    assert chat.room_sender.is_alive() and not chat.to_send
+    assert room.sender.is_alive() and not room.to_send

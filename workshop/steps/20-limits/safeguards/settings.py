@@ -1,35 +1,83 @@
-"""The settings a host may change, each an environment variable read once, at import.
+"""The settings a host may change, of two kinds.
+
+The process's own (CHAT_CONNECTIONS_PER_ADDRESS and the other names below) are
+environment variables, read once, at import: every app in the process shares them, as it
+shares its addresses and its threads.
+
+The chat's own belong to each app the chat is registered on: the app's config, each named
+CHAT_ and the name of its constant in app.py (CHAT_HISTORY_SIZE, CHAT_ALLOWED_HOSTS, ...),
+or, where the app sets none, an environment variable of that name. app.py reads them when
+the chat is registered; the door's two (below) guards.py finds with of_current_app().
 
 docs/limits.md lists them, with when to change each. A value that is not what a setting
 takes stops the chat at start-up with a sentence naming it, rather than at the first
 request that reads it.
 """
 import os
+from types import SimpleNamespace
+
+from flask import current_app
 
 
-def whole_number(name, default, least=0, most=None):
-    text = os.environ.get(name)
-    if text is None or text.strip() == "":
+def whole_number(name, default, least=0, most=None, config=None):
+    """The setting `name`: from `config` (an app's) if it has it, else from the
+    environment variable, else `default`; ValueError, in words, if out of its bounds."""
+    value = looked_up(name, config)
+    if value is None or isinstance(value, str) and value.strip() == "":
         return default
     try:
-        value = int(text)
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            raise ValueError(value)  # True is 1 to Python, but not what anyone meant
+        number = int(value)
     except ValueError:
-        value = least - 1
-    if most is not None and not least <= value <= most:
-        raise ValueError(f"{name} must be a whole number from {least} to {most}, not {text!r}.")
-    if value < least:
-        raise ValueError(f"{name} must be a whole number of at least {least}, not {text!r}.")
-    return value
+        number = least - 1
+    if most is not None and not least <= number <= most:
+        raise ValueError(f"{name} must be a whole number from {least} to {most},"
+                         f" not {value!r}.")
+    if number < least:
+        raise ValueError(f"{name} must be a whole number of at least {least},"
+                         f" not {value!r}.")
+    return number
 
 
-# Behind a LAN or the internet, the host names the chat answers to, e.g.
-# "chat.example.org,192.168.1.20". Unset, any Host is served, as `flask run` wants.
-ALLOWED_HOSTS = os.environ.get("ALLOWED_HOSTS")
-# How many reverse proxies stand in front of the chat, each adding X-Forwarded-For: set
-# it only where no client can reach the chat but through them (docs/deploying.md).
-TRUSTED_PROXIES = whole_number("TRUSTED_PROXIES", 0)
-# Several processes as one room, through Redis: safeguards/redis_bridge.py.
-REDIS_URL = os.environ.get("REDIS_URL")
+def text(name, default=None, config=None):
+    """The setting `name`, a line of text, looked up as whole_number() does."""
+    value = looked_up(name, config)
+    if value is not None and not isinstance(value, str):
+        raise ValueError(f"{name} must be text, not {value!r}.")
+    if value is None or value.strip() == "":
+        return default
+    return value.strip()
+
+
+def looked_up(name, config):
+    if config is not None and config.get(name) is not None:
+        return config[name]
+    return os.environ.get(name)
+
+
+def of_app(app):
+    """The door's settings for `app` (guards.py), read from it once and kept with it."""
+    door = app.extensions.get("chat.door")
+    if door is None:
+        door = app.extensions["chat.door"] = SimpleNamespace(
+            # Behind a LAN or the internet, the host names the chat answers to, e.g.
+            # "chat.example.org,192.168.1.20". Unset, any Host is served, as `flask run`
+            # wants.
+            ALLOWED_HOSTS=text("CHAT_ALLOWED_HOSTS", None, app.config),
+            # How many reverse proxies stand in front of the chat, each adding
+            # X-Forwarded-For: set it only where no client can reach the chat but through
+            # them (docs/deploying.md). More than a few is a typo.
+            TRUSTED_PROXIES=whole_number("CHAT_TRUSTED_PROXIES", 0, most=10,
+                                         config=app.config))
+    return door
+
+
+def of_current_app():
+    """The door's settings for the app serving this request."""
+    return of_app(current_app)
+
+
 # A classroom behind one NAT (venue Wi-Fi, a school), or everyone behind a proxy that is
 # not trusted, shares one address: room for a class of 50, and their spare tabs.
 CONNECTIONS_PER_ADDRESS = whole_number("CHAT_CONNECTIONS_PER_ADDRESS", 64, least=1)

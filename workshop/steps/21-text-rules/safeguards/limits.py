@@ -7,7 +7,7 @@ app.py calls `take_message()` for each message, and reader.py `pace_reading()` f
 read.
 
 Everyone behind one NAT shares an address (a classroom on venue Wi-Fi), and behind a
-reverse proxy everyone has the proxy's address unless TRUSTED_PROXIES is set. So an
+reverse proxy everyone has the proxy's address unless CHAT_TRUSTED_PROXIES is set. So an
 address's allowance is shared fairly: while it lasts, anyone may use it; when it runs
 short, each connection still gets its even share, and what is refused or slowed falls on
 the connections taking more than theirs. An IPv6 address counts with its whole /64, which
