@@ -176,12 +176,16 @@ def test_many_unanswered_messages_are_named_in_short(stub, open_page):
 
 
 def test_the_box_and_the_list_follow_the_servers_settings(stub, open_page):
-    stub.settings = {"max-message-chars": 20, "history-size": 3}
+    stub.settings = {"max-message-chars": 20, "max-name-chars": 5, "history-size": 3}
     stub.history = [json.dumps({"name": "Bob", "message": f"old {n}"}) for n in range(1, 6)]
     ada = open_page()
     expect_messages(ada, [("Bob", "old 3"), ("Bob", "old 4"), ("Bob", "old 5")])
     expect(ada.locator("#message")).to_have_attribute("maxlength", "20")
     expect(ada.locator("#count")).to_have_text("20 characters left")
+    expect(ada.locator("#name")).to_have_value("Ada")
+    ada.fill("#name", "Adalbert")
+    expect(ada.locator("#name")).to_have_value("Adalb")
+    ada.fill("#name", "Ada")
     ada.fill("#message", "x" * 25)
     expect(ada.locator("#message")).to_have_value("x" * 20)
     say(ada, "new")
