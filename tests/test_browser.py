@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import pytest
 from werkzeug.serving import make_server
 
-from chat_helpers import CHAT_APP, wait_until
+from chat_helpers import CHAT_APP, ROOM, wait_until
 from hardened import chat
 from hardened.safeguards import limits
 
@@ -52,7 +52,7 @@ def launch_chromium(playwright):
 
 def start_server(port=0):
     """Serve the chat in this process, as `flask run` does, in a thread."""
-    chat.history.clear()  # a server that starts remembers nothing
+    ROOM.history.clear()  # a server that starts remembers nothing
     httpd = make_server("127.0.0.1", port, CHAT_APP, threaded=True)
     threading.Thread(target=httpd.serve_forever, args=(0.01,), daemon=True).start()
     return httpd
@@ -62,10 +62,10 @@ def stop_server(httpd):
     """Stop as a killed server would: refuse new connections, drop the open ones."""
     httpd.shutdown()
     httpd.server_close()
-    with chat.clients_lock:
-        for ws in chat.clients:
+    with ROOM.lock:
+        for ws in ROOM.clients:
             chat.hang_up(ws)
-    wait_until(lambda: not chat.clients, timeout=BROWSER_TIMEOUT)
+    wait_until(lambda: not ROOM.clients, timeout=BROWSER_TIMEOUT)
 
 
 @pytest.fixture(scope="module")
@@ -194,17 +194,18 @@ def test_a_page_opened_later_shows_the_last_ten_at_once(open_page):
 def test_the_message_box_shows_its_limit_and_stops_there(open_page):
     ada, bob = open_page("Ada"), open_page("Bob")
     # The page's limits are the server's.
-    expect(ada.locator("#message")).to_have_attribute("maxlength", str(chat.MAX_MESSAGE_CHARS))
-    expect(ada.locator("#name")).to_have_attribute("maxlength", str(chat.MAX_NAME_CHARS))
+    chosen = ROOM.settings
+    expect(ada.locator("#message")).to_have_attribute("maxlength", str(chosen.MAX_MESSAGE_CHARS))
+    expect(ada.locator("#name")).to_have_attribute("maxlength", str(chosen.MAX_NAME_CHARS))
     expect(ada.locator("#count")).to_have_text("1,000 characters left")
     ada.fill("#message", "x" * 990)
     expect(ada.locator("#count")).to_have_text("10 characters left")
-    ada.fill("#message", "x" * (chat.MAX_MESSAGE_CHARS + 1))
-    expect(ada.locator("#message")).to_have_value("x" * chat.MAX_MESSAGE_CHARS)
+    ada.fill("#message", "x" * (ROOM.settings.MAX_MESSAGE_CHARS + 1))
+    expect(ada.locator("#message")).to_have_value("x" * ROOM.settings.MAX_MESSAGE_CHARS)
     expect(ada.locator("#count")).to_have_text("0 characters left")
     ada.press("#message", "Enter")
     for page in (ada, bob):
-        expect_messages(page, [("Ada", "x" * chat.MAX_MESSAGE_CHARS)])
+        expect_messages(page, [("Ada", "x" * ROOM.settings.MAX_MESSAGE_CHARS)])
     expect(ada.locator("#count")).to_have_text("1,000 characters left")
 
 
@@ -325,8 +326,8 @@ def test_a_server_that_remembers_gets_no_notice(open_page):
     ada.clock.install()  # the page's timers now run only when the test says
     say(ada, "still here")
     expect_messages(ada, [("Ada", "still here")])
-    with chat.clients_lock:
-        for ws in chat.clients:
+    with ROOM.lock:
+        for ws in ROOM.clients:
             chat.hang_up(ws)
     expect(ada.locator("#status")).to_have_text("offline")
     ada.clock.run_for(1000)  # the page's first retry
@@ -456,9 +457,9 @@ def test_a_message_sent_as_the_connection_drops_stays_in_the_box(open_page, monk
     the box keeps it, the page says so, and Enter sends it once the page is back."""
     ada = open_page("Ada")
 
-    def crash(message):  # the server dies with the message, unbroadcast
-        with chat.clients_lock:
-            for ws in chat.clients:
+    def crash(room, message):  # the server dies with the message, unbroadcast
+        with ROOM.lock:
+            for ws in ROOM.clients:
                 chat.hang_up(ws)
 
     monkeypatch.setattr(chat, "broadcast", crash)

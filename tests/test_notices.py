@@ -5,7 +5,7 @@ In a real browser, as tests/test_browser.py runs it (and skipped, as those are, 
 Debian's chromium and Playwright, unless REQUIRE_BROWSER=1); its fixtures and helpers are
 used as they are.
 """
-from chat_helpers import wait_until  # noqa: F401  (test_browser needs tests/ on the path)
+from chat_helpers import ROOM  # the room of the chat that test_browser's server serves
 from test_browser import (FORGOTTEN, browser, expect, expect_messages, js_errors,  # noqa: F401
                           open_page, say, server)
 from hardened import chat
@@ -15,9 +15,9 @@ def forget_and_reconnect(page):
     """Make the server forget what the page showed, as a restart would, and drop the
     page's connection: it reconnects, misses its last message and shows the notice."""
     page.clock.install()  # the page's timers now run only when the test says
-    chat.history.clear()
-    with chat.clients_lock:
-        for ws in chat.clients:
+    ROOM.history.clear()
+    with ROOM.lock:
+        for ws in ROOM.clients:
             chat.hang_up(ws)
     expect(page.locator("#status")).to_have_text("offline")
     page.clock.run_for(1000)  # the page's first retry
