@@ -23,6 +23,7 @@ from werkzeug.serving import make_server
 from chat_helpers import wait_until
 from test_browser import (BROWSER_TIMEOUT, browser, expect, expect_messages,  # noqa: F401
                           say, watch_for_errors)
+from hardened import bp
 from hardened.safeguards import headers
 
 PAGE = (pathlib.Path(__file__).parent.parent / "hardened" / "chat.html").read_text(
@@ -201,3 +202,23 @@ def test_a_speaker_named_by_the_host_has_no_name_box_and_sends_that_name(stub, o
     assert stub.received == [{"name": "Ada Lovelace", "message": "hello"}]
     stub.settings = {}  # a page for nobody in particular: the box is there to type in
     expect(open_page("Bob").locator("#name")).to_be_visible()
+
+
+def test_an_apps_settings_reach_its_page_through_the_real_chat(open_page, stub):
+    """Not the stub: the chat itself, on an app whose config sets the limits, writes them
+    on the page it serves."""
+    app = Flask("a_host")
+    app.config.update(CHAT_MAX_MESSAGE_CHARS=20, CHAT_HISTORY_SIZE=3)
+    app.register_blueprint(bp, url_prefix="/chat")
+    httpd = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=httpd.serve_forever, args=(0.01,), daemon=True).start()
+    stub.url = f"http://127.0.0.1:{httpd.server_port}/chat/"  # where open_page goes
+    try:
+        ada = open_page()
+        expect(ada.locator("#message")).to_have_attribute("maxlength", "20")
+        for n in range(1, 5):
+            say(ada, f"message {n}")
+        expect_messages(ada, [("Ada", f"message {n}") for n in range(2, 5)])
+    finally:  # open_page closes the page, and its websocket with it
+        httpd.shutdown()
+        httpd.server_close()
