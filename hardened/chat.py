@@ -39,10 +39,13 @@ RATE_PER_SECOND = 5          # ...and on average after that: faster than anyone 
 MAX_FRAME_CHARS = 64 * 1024  # the library closes with 1009 before we read anything bigger
 OUTBOX_LIMIT = 2000          # frames waiting for one client; more means it is stuck
 # More messages than the room can fan out in time are refused, not queued: a message
-# that waited longer than this to be read, or that would wait longer for the room's
-# sender, or whose sender has more frames waiting for it...
+# that waited longer than this to be read, or whose address's frames wait longer for the
+# room's sender, or whose sender has more frames waiting for it than BUSY_BACKLOG...
 BUSY_WAIT = 1                # seconds
 BUSY_BACKLOG = 100           # frames, a second's worth or less: see room_is_busy()
+# ...or whose address has more frames waiting for the room's sender than this: a class
+# behind one NAT saying hi together is 50; 1,000 of the largest frames are 6 MB.
+ADDRESS_BACKLOG = 1000       # frames
 SEND_TIMEOUT = 10            # seconds a socket may accept nothing before we give up on it
 SEND_BUFFER = 64 * 1024      # kernel bytes per client: plenty for chat, little to pin
 PING_INTERVAL = 25           # seconds; finds peers that vanished without saying goodbye
@@ -66,7 +69,9 @@ class Room:
         self.settings = chosen  # read_settings()'s
         self.clients = {}  # each open websocket -> its outbox: what its socket has yet to take
         self.history = collections.deque(maxlen=chosen.HISTORY_SIZE)  # newest sent, oldest first
-        self.to_send = []  # (frame, to whom: a websocket or EVERYONE, when), for its sender
+        # For its sender, the frames each address has sent, in turn: sending address ->
+        # its frames, oldest first, each (frame, to whom: a websocket or EVERYONE, when).
+        self.to_send = {}
         self.lock = threading.Lock()
         self.frames_to_send = threading.Condition(self.lock)  # notified when to_send gets one
         self.sender = None  # the room's sender, while it runs
@@ -130,6 +135,7 @@ def with_settings(page, chosen):
     """The page, its <body> telling the script the room's limits. In data- attributes, not
     in the script: the Content-Security-Policy lets it run by the hash of its text."""
     for attribute, value in (("data-max-message-chars", chosen.MAX_MESSAGE_CHARS),
+                             ("data-max-name-chars", chosen.MAX_NAME_CHARS),
                              ("data-history-size", chosen.HISTORY_SIZE)):
         page = re.sub(rf'(<body\b[^>]*\s{attribute}=")[^"]*"', rf'\g<1>{value}"', page,
                       count=1)
@@ -167,6 +173,7 @@ def leave(room, ws):
 def receive_messages(room, ws, outbox):
     burst, rate = room.settings.RATE_BURST, room.settings.RATE_PER_SECOND
     allowance, last_check = burst, time.monotonic()
+    sender = limits.key(request.remote_addr)  # its address, as the limits count it
     while True:
         frame = ws.receive()  # raises ConnectionClosed when the connection ends
         # Limited by when it sent, not by when we got round to its messages.
@@ -174,7 +181,7 @@ def receive_messages(room, ws, outbox):
         allowance = min(burst, allowance + (arrival - last_check) * rate)
         last_check = arrival
         try:
-            if room_is_busy(room, arrival, outbox):
+            if room_is_busy(room, sender, arrival, outbox):
                 raise ValueError("The room is busy; wait a moment, then send that again.")
             if allowance < 1 or not limits.take_message(request.remote_addr, arrival, ws):
                 raise ValueError("You are sending too fast; wait a moment.")
@@ -182,16 +189,23 @@ def receive_messages(room, ws, outbox):
             broadcast(room, parse_message(frame, room.settings))
         except (ValueError, ConnectionError) as error:  # bad input, or Redis away
             reply = frames.text_frame(json.dumps({"error": str(error)}))
-            queue_to_send(room, reply, ws)  # after what it sent before: the page counts on it
+            # In its address's turn, after what it sent before: the page counts on it.
+            queue_to_send(room, reply, ws, sender)
 
 
-def room_is_busy(room, arrival, outbox):
-    """Is the room sending more than it can? The wait since the message arrived shows how
-    far behind the handlers are; the wait of the oldest frame in to_send, how far behind
-    the room's sender is; and the sender's own outbox, whether it reads what it gets."""
-    now, oldest = time.monotonic(), room.to_send[:1]  # a copy: the room's sender takes them
-    return (now - arrival > BUSY_WAIT or (oldest and now - oldest[0][2] > BUSY_WAIT)
-            or len(outbox) > BUSY_BACKLOG)
+def room_is_busy(room, sender, arrival, outbox):
+    """Is the room sending more than it can, for this sender's address? The wait since
+    the message arrived shows how far behind the handlers are; the frames its address
+    has waiting, how far behind the room's sender is with them (each address has its turn:
+    those that send the most wait the longest); and its own outbox, whether it reads what
+    it gets."""
+    now = time.monotonic()
+    with room.lock:
+        waiting = room.to_send.get(sender, ())
+        oldest = waiting[0][2] if waiting else now
+        backlog = len(waiting)
+    return (now - arrival > BUSY_WAIT or now - oldest > BUSY_WAIT
+            or backlog > ADDRESS_BACKLOG or len(outbox) > BUSY_BACKLOG)
 
 
 def parse_message(frame, chosen):
@@ -237,16 +251,17 @@ def broadcast(room, message):
         deliver(room, frame, request.remote_addr)
 
 
-def deliver(room, text, sender):
+def deliver(room, text, address):
     # Servers do not mask their frames, so one frame's bytes suit every client.
-    queue_to_send(room, frames.text_frame(text), EVERYONE)
+    queue_to_send(room, frames.text_frame(text), EVERYONE, limits.key(address))
 
 
-def queue_to_send(room, frame, to):
-    """Hand a frame for everyone, or for one client, to the room's sender: it writes, so
-    that the handlers never wait for a client."""
+def queue_to_send(room, frame, to, sender):
+    """Hand a frame for everyone, or for one client, to the room's sender, in the turn of
+    the address that sent it: the sender writes, so that the handlers never wait."""
     with room.lock:
-        room.to_send.append((frame, to, time.monotonic()))
+        room.to_send.setdefault(sender, collections.deque()).append(
+            (frame, to, time.monotonic()))
         start_room_sender(room)
         room.frames_to_send.notify()
 
@@ -260,28 +275,56 @@ def start_room_sender(room):
 
 
 def send_to_room(room):
-    """The room's sender: it takes the oldest frames that wait, and sends each client its
-    own in one write, never waiting for anyone. Being one, it keeps one order for all.
-    It ends when the room has been quiet for SENDER_IDLE: a room whose app is gone
-    keeps no thread."""
+    """The room's sender: it takes the frames that wait, each address's in turn, and sends
+    each client its own in one write, never waiting for anyone. Being one, it keeps one
+    order for all. It ends when the room has been quiet for SENDER_IDLE: a room whose app
+    is gone keeps no thread."""
     while True:
         with room.lock:  # so a newcomer gets each frame once: in history, or from here
             if not room.frames_to_send.wait_for(lambda: room.to_send, SENDER_IDLE):
                 room.sender = None  # the next frame starts another
                 return
-            batch = room.to_send[:one_write(frame for frame, _, _ in room.to_send)]
-            del room.to_send[:len(batch)]
+            batch = take_in_turn(room)
             everyone = [frame for frame, to, _ in batch if to is EVERYONE]
             room.history.extend(everyone)
             receivers = list(room.clients.items())
-        replies = len(everyone) < len(batch)  # else every client gets the same frames
+        # Most clients get the frames for everyone; a client with replies in the batch, its own.
+        theirs = frames_for(batch) if len(everyone) < len(batch) else {}
         for ws, outbox in receivers:
-            send_frames(ws, outbox, frames_for(ws, batch) if replies else everyone)
+            send_frames(ws, outbox, theirs.get(ws, everyone))
 
 
-def frames_for(ws, batch):
-    """The frames of the batch that go to ws: those for everyone and its own, in order."""
-    return [frame for frame, to, _ in batch if to is EVERYONE or to is ws]
+def take_in_turn(room):
+    """Up to one write's worth of the frames that wait: the oldest of each address in turn,
+    so that an address sending more than its share waits for its own frames, and nobody
+    else does. A frame for a client that has left is dropped. Hold room.lock."""
+    batch, size = [], 0
+    while room.to_send and size < SEND_BUFFER:
+        sender, waiting = next(iter(room.to_send.items()))
+        del room.to_send[sender]
+        frame, to, when = waiting.popleft()
+        if waiting:
+            room.to_send[sender] = waiting  # the back of the line, for its next turn
+        if to is EVERYONE or to in room.clients:
+            batch.append((frame, to, when))
+            size += len(frame)
+    return batch
+
+
+def frames_for(batch):
+    """For each client the batch has frames for alone, the frames of the batch that go to
+    it: those for everyone and its own, in order. In one pass, however many they are."""
+    everyone, theirs = [], {}
+    for frame, to, _ in batch:
+        if to is EVERYONE:
+            everyone.append(frame)
+            for listed in theirs.values():
+                listed.append(frame)
+        else:
+            if to not in theirs:
+                theirs[to] = list(everyone)  # what came before its first
+            theirs[to].append(frame)
+    return theirs
 
 
 class Outbox(list):

@@ -119,8 +119,9 @@ def receive_until(ws, last_message):
 
 
 def raw_handshake(server, origin=None, receive_buffer=None, extensions=None, key=None,
-                  path="/ws", host_header=None):
-    """A websocket client that does nothing more than the handshake.
+                  path="/ws", host_header=None, source=None):
+    """A websocket client that does nothing more than the handshake, from the loopback
+    address `source` if given (127.0.0.2: another machine, to the chat).
 
     Returns the socket and the server's response head (status line and headers).
     """
@@ -128,6 +129,8 @@ def raw_handshake(server, origin=None, receive_buffer=None, extensions=None, key
     s = socket.socket()
     if receive_buffer:  # before connecting, or the kernel keeps its default window
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    if source:
+        s.bind((source, 0))
     s.settimeout(TIMEOUT)
     s.connect((host, int(port)))
     key = key or base64.b64encode(os.urandom(16)).decode()

@@ -467,7 +467,8 @@ def test_frames_that_wait_for_the_room_go_out_in_one_write(monkeypatch):
     room.clients[ws] = chat.Outbox()
     first, second = frames.text_frame("first"), frames.text_frame("second")
     with room.lock:  # broadcast while the room's sender was busy: both wait
-        room.to_send.extend([(first, chat.EVERYONE, 0), (second, chat.EVERYONE, 0)])
+        room.to_send["127.0.0.1"] = collections.deque([(first, chat.EVERYONE, 0),
+                                                       (second, chat.EVERYONE, 0)])
         chat.start_room_sender(room)
     wait_until(lambda: written)
     assert written == [first + second] and list(room.history) == [first, second]
@@ -600,10 +601,10 @@ def test_a_message_is_refused_while_the_room_sender_is_behind(clients, monkeypat
     say(ada, "first")
     assert held_up.wait(TIMEOUT)
     say(ada, "second")
-    wait_until(lambda: len(ROOM.to_send) == 1)  # it waits for the room's sender
+    wait_until(lambda: frames_waiting(ROOM) == 1)  # it waits for the room's sender
     time.sleep(0.7)
     say(ada, "third")  # "second" has waited over BUSY_WAIT: the room is behind
-    wait_until(lambda: len(ROOM.to_send) == 2)  # "third"'s refusal, to Ada alone
+    wait_until(lambda: frames_waiting(ROOM) == 2)  # "third"'s refusal, to Ada alone
     go_on.set()
     assert [receive(bob)["message"] for _ in range(2)] == ["first", "second"]
     assert [receive(ada).get("message") for _ in range(2)] == ["first", "second"]
@@ -611,6 +612,78 @@ def test_a_message_is_refused_while_the_room_sender_is_behind(clients, monkeypat
     assert_nothing_arrives(bob)
     say(ada, "later")
     assert receive(bob)["message"] == "later"
+
+
+def frames_waiting(room):
+    with room.lock:
+        return sum(len(waiting) for waiting in room.to_send.values())
+
+
+def test_one_address_sending_flat_out_has_nobody_elses_message_refused(server, monkeypatch):
+    """Issue 31: one address churning big messages on many connections made half of a
+    class's messages "busy", since the oldest frame of one queue for all was its own.
+    Each address now has its turn, and only its own frames count against it."""
+    monkeypatch.setattr(chat, "BUSY_WAIT", 0.5)
+    flood = [connect(server) for _ in range(5)]  # all from 127.0.0.1
+    original, held_up, go_on = chat.send_frames, threading.Event(), threading.Event()
+
+    def held_up_by_the_first(ws, outbox, batch):  # the room's sender, stuck for a while
+        if not held_up.is_set():
+            held_up.set()
+            go_on.wait(TIMEOUT)
+        original(ws, outbox, batch)
+
+    monkeypatch.setattr(chat, "send_frames", held_up_by_the_first)
+    say(flood[0], "first")
+    assert held_up.wait(TIMEOUT)
+    for n, ws in enumerate(flood * 4):
+        say(ws, f"flood {n}")
+    wait_until(lambda: frames_waiting(ROOM) == 20)
+    time.sleep(0.7)  # 127.0.0.1's oldest frame has waited over BUSY_WAIT: it is behind
+    say(flood[0], "one more")
+    wait_until(lambda: frames_waiting(ROOM) == 21)  # its refusal, in 127.0.0.1's turn
+    other = from_another_address(server)  # 127.0.0.2, with nothing waiting
+    wait_until(lambda: len(ROOM.clients) == 6)
+    send_text_frame(other, json.dumps({"name": "Bo", "message": "my turn"}))
+    wait_until(lambda: frames_waiting(ROOM) == 22)  # accepted: for everyone
+    go_on.set()
+    seen = [receive(flood[1]).get("message") for _ in range(22)]
+    assert seen[0] == "first" and "my turn" in seen[:3]  # its turn came at once
+    flooded = [int(m.split()[1]) for m in seen if m and m.startswith("flood")]
+    assert sorted(flooded) == list(range(20))
+    for i in range(5):  # each connection's in the order it sent them
+        assert [n for n in flooded if n % 5 == i] == list(range(i, 20, 5))
+    errors = []
+    read_strictly(other, lambda messages, _: "my turn" in [m["message"] for m in messages],
+                  errors=errors)
+    assert errors == []  # never told the room is busy
+    replies = [receive(flood[0]) for _ in range(23)]
+    assert replies[-1] == {"error": "The room is busy; wait a moment, then send that again."}
+    for ws in flood:
+        close(ws)
+    other.close()
+
+
+def from_another_address(server):
+    """A raw websocket from 127.0.0.2, another machine to the chat (Linux routes all of
+    127.0.0.0/8 to loopback)."""
+    s, response = raw_handshake(server, source="127.0.0.2")
+    assert response.split()[1] == "101"
+    return s
+
+
+def test_frames_for_a_client_that_has_left_are_dropped(monkeypatch):
+    written = []
+    ws, _ = fake_connection(written.append, send=sends_to(written, [1000]))
+    gone = FakeWebSocket()
+    room = chat.Room(chat.read_settings({}))
+    room.clients[ws] = chat.Outbox()
+    mine, theirs = frames.text_frame("mine"), frames.text_frame("theirs")
+    with room.lock:
+        room.to_send["127.0.0.1"] = collections.deque([(theirs, gone, 0), (mine, ws, 0)])
+        chat.start_room_sender(room)
+    wait_until(lambda: written)
+    assert written == [mine] and not room.history
 
 
 def test_a_message_that_waited_too_long_to_be_handled_is_refused(clients, monkeypatch):
