@@ -12,7 +12,8 @@ closes, and queues messages for `ws.receive()`. websocket.py gives it `ReaderThr
   count arrivals, not the moment the handler gets round to a message (it may have been
   held up, e.g. by a slow Redis).
 - the bytes one address makes us read are bounded (limits.pace_reading), pings and other
-  control frames included, which never reach the handler.
+  control frames included, which never reach the handler; and the connection's shares of
+  its address's allowances are given as it opens (limits.join), from what they hold then.
 
 Relies on simple-websocket 1.1's private parts (selfcheck.py checks them): the thread is
 made as `thread_class(target=ws._thread)`; `ws.input_buffer`, the list that `_thread`
@@ -24,6 +25,7 @@ import logging
 import selectors
 import threading
 import time
+import weakref
 
 from . import limits
 
@@ -40,7 +42,8 @@ class ReaderThread(threading.Thread):
         self.ws = target.__self__  # the simple_websocket.Server this thread reads
         self.address = self.ws.environ["REMOTE_ADDR"]
         self.ws.input_buffer = Arrivals()
-        self.ws.sock = PacedSocket(self.ws.sock, self.address)
+        limits.join(self.address, self.ws)
+        self.ws.sock = PacedSocket(self.ws.sock, self.address, self.ws)
 
     def run(self):
         try:
@@ -75,12 +78,15 @@ class Arrivals(list):
 class PacedSocket:
     """The connection's socket, whose recv() charges what it reads to the address."""
 
-    def __init__(self, sock, address):
+    def __init__(self, sock, address, connection):
         self.sock, self.address = sock, address
+        # The websocket, whose shares are charged; weakly, as it holds this socket (and
+        # its reader thread, the only one to call recv(), holds it).
+        self.connection = weakref.ref(connection)
 
     def recv(self, size):
         data = self.sock.recv(size)
-        limits.pace_reading(self.address, self, len(data))  # this socket is the connection
+        limits.pace_reading(self.address, self.connection(), len(data))
         return data
 
     def __getattr__(self, name):  # everything else is the socket's own

@@ -2,9 +2,10 @@
 
 app.py limits each connection; the limits here count what every connection from one
 address does together, so a flood spread over many connections buys nothing more than its
-share. websocket.py calls `admit()` before a websocket handshake and `release()` after it;
-app.py calls `take_message()` for each message, and reader.py `pace_reading()` for every
-read.
+share, and closing and opening again buys nothing at all. websocket.py calls `admit()`
+before a websocket handshake and `release()` after it; reader.py calls `join()` as a
+connection opens and `pace_reading()` for every read; app.py calls `take_message()` for
+each message.
 
 Everyone behind one NAT shares an address (a classroom on venue Wi-Fi), and behind a
 reverse proxy everyone has the proxy's address unless CHAT_TRUSTED_PROXIES is set. So an
@@ -12,6 +13,11 @@ address's allowance is shared fairly: while it lasts, anyone may use it; when it
 short, each connection still gets its even share, and what is refused or slowed falls on
 the connections taking more than theirs. An IPv6 address counts with its whole /64, which
 one home or phone is given, unless CHAT_IPV6_PREFIX says otherwise (settings.py).
+
+An allowance belongs to the address, over time: a connection's share starts with no more
+than the address's pool holds when it opens (never a fresh burst), and an address opens
+websockets at a bounded rate, so that connect, send, close, again, gets no more than
+staying does.
 """
 import ipaddress
 import threading
@@ -38,6 +44,13 @@ SHARE_BURST = 3                  # messages a connection may send at once on its
 READ_BYTES_BURST = 256 * 1024    # four of the largest frames app.py accepts
 READ_BYTES_PER_SECOND = 64 * 1024
 SHARE_BYTES_BURST = 8 * 1024     # a connection's share: its largest message, whole
+# Each websocket let in gets a share of the allowances above: an address may open them at
+# a bounded rate, or closing and opening again would buy more. The burst lets a class of
+# 35 behind one NAT join at once and every one of them reload, with room to spare; after
+# it, a few a second are plenty for people, whose page tries again only after 30 s when
+# refused.
+CONNECTS_BURST = 100
+CONNECTS_PER_SECOND = 5
 # Descriptors kept free for what is not a websocket: listening socket, log files, page
 # requests, Redis. Websockets beyond the process limit minus these are refused, so
 # accept() never fails for want of a descriptor (Werkzeug's loop then spins at 100%).
@@ -79,12 +92,21 @@ class SharedAllowance:
         self.share_size = share_size
         self.shares = weakref.WeakKeyDictionary()  # connection -> Bucket, while it lives
 
-    def take(self, connection, amount, now, connections):
-        """Charge `amount` to the pool and to the connection's share; return the debt
-        the connection is in, in seconds of its share (0 if it is within its rights)."""
+    def join(self, connection, now):
+        """Give a new connection its share: at most what the pool holds now, for the
+        share is the address's, not the connection's (closing and opening again must
+        not buy a fresh one)."""
         share = self.shares.get(connection)
         if share is None:
             share = self.shares[connection] = Bucket(self.share_size, 0)
+            share.tokens = min(self.share_size, max(self.pool.take(0, now), 0))
+            share.last = now
+        return share
+
+    def take(self, connection, amount, now, connections):
+        """Charge `amount` to the pool and to the connection's share; return the debt
+        the connection is in, in seconds of its share (0 if it is within its rights)."""
+        share = self.join(connection, now)
         share.rate = self.pool.rate / max(connections, 1)
         own = share.take(amount, now)
         share.tokens = max(own, -self.share_size)  # owe at most one burst
@@ -103,7 +125,7 @@ class SharedAllowance:
         return self.pool.is_full(now)
 
 
-addresses = {}  # key(address) -> {"connections", "messages", "bytes"} while it matters
+addresses = {}  # key(address) -> what record_of() makes, while it matters
 lock = threading.Lock()  # every connection's threads use it
 
 
@@ -143,16 +165,27 @@ def admit(address, threads_for_life=False):
         if (sum(a["connections"] for a in addresses.values())
                 >= max_connections(threads_for_life)):
             return "The chat is full; try again later."
-        record = addresses.setdefault(key(address), {
-            "connections": 0,
-            "messages": SharedAllowance(MESSAGES_BURST, MESSAGES_PER_SECOND, SHARE_BURST),
-            "bytes": SharedAllowance(READ_BYTES_BURST, READ_BYTES_PER_SECOND,
-                                     SHARE_BYTES_BURST)})
+        record = record_of(address)
         if record["connections"] >= CONNECTIONS_PER_ADDRESS:
             return (f"Too many connections from your address (at most"
                     f" {CONNECTIONS_PER_ADDRESS}); close one and try again.")
+        # Each websocket let in costs one; one refused costs nothing (websocket.py sees
+        # to that), nor does a wait: whoever waits is let in.
+        if record["connects"].take(0, now) < 1:
+            return "You are connecting too often; wait a moment."
+        record["connects"].take(1, now)
         record["connections"] += 1
         return None
+
+
+def record_of(address):
+    """What `address` has used, kept while it matters. Hold `lock`."""
+    return addresses.setdefault(key(address), {
+        "connections": 0,
+        "connects": Bucket(CONNECTS_BURST, CONNECTS_PER_SECOND),
+        "messages": SharedAllowance(MESSAGES_BURST, MESSAGES_PER_SECOND, SHARE_BURST),
+        "bytes": SharedAllowance(READ_BYTES_BURST, READ_BYTES_PER_SECOND,
+                                 SHARE_BYTES_BURST)})
 
 
 def release(address):
@@ -164,16 +197,26 @@ def forget_idle(now):
     # An address with no connection is kept until its allowances are full again: leaving
     # and coming back must not buy a fresh burst.
     for address, record in list(addresses.items()):
-        if (record["connections"] == 0 and record["messages"].is_full(now)
-                and record["bytes"].is_full(now)):
+        if (record["connections"] == 0 and record["connects"].is_full(now)
+                and record["messages"].is_full(now) and record["bytes"].is_full(now)):
             del addresses[address]
+
+
+def join(address, connection):
+    """A connection of `address`'s opens: it gets its shares of the address's allowances,
+    at most what they hold now."""
+    now = time.monotonic()
+    with lock:
+        record = record_of(address)
+        record["messages"].join(connection, now)
+        record["bytes"].join(connection, now)
 
 
 def take_message(address, arrival, connection):
     """Count a message that `connection` from `address` sent at `arrival`; False if it
     is over the address's rate and over the connection's share of it."""
     with lock:
-        record = addresses[key(address)]
+        record = record_of(address)
         messages = record["messages"]
         if messages.take(connection, 1, arrival, record["connections"]) == 0:
             return True
@@ -186,7 +229,8 @@ def pace_reading(address, connection, size):
     debt, if it has taken more than its share while the address's allowance ran short (the
     caller is the connection's reader thread, so only that connection slows down)."""
     with lock:
-        record = addresses[key(address)]
+        record = record_of(address)
         debt = record["bytes"].take(connection, size, time.monotonic(), record["connections"])
     if debt:
         time.sleep(debt)
+
