@@ -12,6 +12,13 @@ Each app it is registered on has a room of its own (hardened.chat.room_of(app)),
 settings in that app's config, each named CHAT_ and the setting's name (docs/limits.md):
 
     app.config["CHAT_HISTORY_SIZE"] = 30  # before registering: it is read then
+
+and, if the host has logins, two functions the chat calls in the request of its page and
+of its socket: who may enter (the page answers others 403, the socket closes with 1008
+and the reason), and the name each speaks under (the page then asks for none):
+
+    app.config["CHAT_ALLOW"] = lambda: "user" in session
+    app.config["CHAT_SPEAKER"] = lambda: session.get("user")
 """
 from .chat import bp, create_app
 

@@ -19,7 +19,7 @@ from types import SimpleNamespace
 
 import pytest
 import simple_websocket
-from flask import Flask
+from flask import Flask, request
 from werkzeug.serving import make_server
 from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import CloseConnection, Pong, TextMessage
@@ -958,3 +958,58 @@ def serving(app):
         httpd.shutdown()
         httpd.server_close()
         thread.join(TIMEOUT)
+
+
+# --- Who may enter, and who is speaking: the host's functions -------------------------
+
+def host_with_logins(**hooks):
+    """A host whose people say who they are in a header (a stand-in for its session)."""
+    app = Flask("a_host")
+    app.config.update(hooks)
+    app.register_blueprint(chat.bp, url_prefix="/chat")
+    return app
+
+
+def logged_in():
+    return request.headers.get("X-User") in ("ada", "bob")
+
+
+def test_a_host_may_require_a_login_for_the_page_and_the_socket():
+    app = host_with_logins(CHAT_ALLOW=logged_in)
+    page = app.test_client().get("/chat/")
+    assert page.status_code == 403 and page.text == "Log in to use the chat.\n"
+    assert app.test_client().get("/chat/", headers={"X-User": "ada"}).status_code == 200
+    with serving(app) as address:
+        stranger = Client.connect(f"ws://{address}/chat/ws")
+        with pytest.raises(simple_websocket.ConnectionClosed) as closed:
+            stranger.receive(timeout=TIMEOUT)
+        assert (closed.value.reason, closed.value.message) == (1008, "Log in to use the chat.")
+        assert not chat.room_of(app).clients  # it never joined the room
+        ada = Client.connect(f"ws://{address}/chat/ws", headers={"X-User": "ada"})
+        say(ada, "let in")
+        assert receive(ada)["message"] == "let in"
+        close(ada)
+
+
+def test_a_host_may_say_who_is_speaking_and_the_frames_name_is_ignored():
+    app = host_with_logins(CHAT_SPEAKER=lambda: request.headers.get("X-User"))
+    with serving(app) as address:
+        ada = Client.connect(f"ws://{address}/chat/ws", headers={"X-User": "ada"})
+        anyone = Client.connect(f"ws://{address}/chat/ws")  # no name given: types one
+        say(ada, "hello", name="Mallory")
+        for ws in (ada, anyone):
+            assert receive(ws) == {"name": "ada", "message": "hello"}
+        say(anyone, "hi", name="Bob")
+        assert receive(ada) == {"name": "Bob", "message": "hi"}
+        for ws in (ada, anyone):
+            close(ws)
+    page = app.test_client().get("/chat/", headers={"X-User": 'Ada "<b>'}).text
+    if "data-speaker=" in CHAT_PAGE:  # the page hides its name box when it is set
+        assert 'data-speaker="Ada &quot;&lt;b&gt;"' in page
+    assert chat.with_settings('<body data-speaker="">', chat.room_of(app).settings,
+                              'Ada "<b>') == '<body data-speaker="Ada &quot;&lt;b&gt;">'
+
+
+def test_a_hosts_function_that_is_not_one_stops_the_start_in_words():
+    with pytest.raises(ValueError, match="CHAT_ALLOW must be a function"):
+        host_with_logins(CHAT_ALLOW=True)

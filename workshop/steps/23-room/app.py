@@ -7,6 +7,7 @@ and app.register_blueprint(hardened.bp, url_prefix="/chat"). Each app it is regi
 has a room of its own, with the settings in that app's config.
 """
 import collections
+import html
 import json
 import logging
 import pathlib
@@ -34,7 +35,12 @@ RATE_PER_SECOND = 5          # ...and on average after that: faster than anyone 
 # (and per address, whatever its number of connections: see safeguards/limits.py)
 # CHAT_REDIS_URL, unset by default, runs several processes as one room, through Redis
 # (safeguards/redis_bridge.py), in the stream CHAT_REDIS_STREAM; CHAT_ALLOWED_HOSTS and
-# CHAT_TRUSTED_PROXIES are the door's (safeguards/settings.py).
+# CHAT_TRUSTED_PROXIES are the door's (safeguards/settings.py). Two are the host's own
+# functions, called in the request of the page or of the socket, in app.config only:
+# CHAT_ALLOW() says whether this person may enter (its login), CHAT_SPEAKER() the name
+# they speak under (its logged-in user's), or None to let them type one.
+NOT_ALLOWED = "Log in to use the chat."  # the words for someone CHAT_ALLOW() refuses
+POLICY_VIOLATION = 1008  # the close code of a login refused (RFC 6455, 7.4.1)
 
 MAX_FRAME_CHARS = 64 * 1024  # the library closes with 1009 before we read anything bigger
 OUTBOX_LIMIT = 2000          # frames waiting for one client; more means it is stuck
@@ -115,7 +121,33 @@ def read_settings(config):
         RATE_BURST=number("RATE_BURST", RATE_BURST, 1, 1000),
         RATE_PER_SECOND=number("RATE_PER_SECOND", RATE_PER_SECOND, 1, 100),
         REDIS_URL=settings.text("CHAT_REDIS_URL", None, config),
-        REDIS_STREAM=settings.text("CHAT_REDIS_STREAM", redis_bridge.STREAM, config))
+        REDIS_STREAM=settings.text("CHAT_REDIS_STREAM", redis_bridge.STREAM, config),
+        ALLOW=hook("CHAT_ALLOW", config),
+        SPEAKER=hook("CHAT_SPEAKER", config))
+
+
+def hook(name, config):
+    """One of the host's functions: None, or something to call."""
+    function = config.get(name)
+    if function is not None and not callable(function):
+        raise ValueError(f"{name} must be a function the chat calls, with no arguments,"
+                         f" in each request of its page and socket; not {function!r}.")
+    return function
+
+
+def is_allowed(chosen):
+    """May the person making this request use the chat? The host's CHAT_ALLOW() says."""
+    return chosen.ALLOW is None or bool(chosen.ALLOW())
+
+
+def speaker_of(chosen):
+    """The name the host gives the person making this request, or None to let them type
+    one. A name it gives is checked as a typed one is: nobody else may make it look
+    like another."""
+    name = chosen.SPEAKER() if chosen.SPEAKER is not None else None
+    if name is not None and not isinstance(name, str):
+        raise TypeError(f"CHAT_SPEAKER() must give a name or None, not {name!r}.")
+    return name
 
 
 def room_of(app):
@@ -125,20 +157,25 @@ def room_of(app):
 
 @bp.get("/")
 def index():
+    chosen = room_of(current_app).settings
+    if not is_allowed(chosen):
+        return NOT_ALLOWED + "\n", 403, {"Content-Type": "text/plain; charset=utf-8"}
     # Read each time, so that an edited page is served, with its script's new hash.
     page = pathlib.Path(bp.root_path, "chat.html").read_text(encoding="utf-8")
-    page = with_settings(page, room_of(current_app).settings)
+    page = with_settings(page, chosen, speaker_of(chosen) or "")
     return page, headers.for_page(page)
 
 
-def with_settings(page, chosen):
-    """The page, its <body> telling the script the room's limits. In data- attributes, not
-    in the script: the Content-Security-Policy lets it run by the hash of its text."""
+def with_settings(page, chosen, name=""):
+    """The page, its <body> telling the script the room's limits, and the name the host
+    gives its reader, if any. In data- attributes, not in the script: the
+    Content-Security-Policy lets it run by the hash of its text."""
     for attribute, value in (("data-max-message-chars", chosen.MAX_MESSAGE_CHARS),
                              ("data-max-name-chars", chosen.MAX_NAME_CHARS),
-                             ("data-history-size", chosen.HISTORY_SIZE)):
-        page = re.sub(rf'(<body\b[^>]*\s{attribute}=")[^"]*"', rf'\g<1>{value}"', page,
-                      count=1)
+                             ("data-history-size", chosen.HISTORY_SIZE),
+                             ("data-speaker", html.escape(name))):
+        page = re.sub(rf'(<body\b[^>]*\s{attribute}=")[^"]*"',
+                      lambda found: f'{found[1]}{value}"', page, count=1)
     return page
 
 
@@ -146,9 +183,13 @@ def with_settings(page, chosen):
 def chat(ws):
     tune_socket(ws.sock)
     room = room_of(current_app)
+    if not is_allowed(room.settings):  # a browser shows a page nothing of a refused
+        ws.close(POLICY_VIOLATION, NOT_ALLOWED)  # handshake, but a close's reason it does
+        return
+    name = speaker_of(room.settings)
     outbox = join(room, ws)
     try:
-        receive_messages(room, ws, outbox)
+        receive_messages(room, ws, outbox, name)
     finally:
         leave(room, ws)
 
@@ -170,7 +211,7 @@ def leave(room, ws):
     current_app.logger.info("%s left, %d connected", request.remote_addr, count)
 
 
-def receive_messages(room, ws, outbox):
+def receive_messages(room, ws, outbox, name=None):
     burst, rate = room.settings.RATE_BURST, room.settings.RATE_PER_SECOND
     allowance, last_check = burst, time.monotonic()
     sender = limits.key(request.remote_addr)  # its address, as the limits count it
@@ -186,7 +227,7 @@ def receive_messages(room, ws, outbox):
             if allowance < 1 or not limits.take_message(request.remote_addr, arrival, ws):
                 raise ValueError("You are sending too fast; wait a moment.")
             allowance -= 1
-            broadcast(room, parse_message(frame, room.settings))
+            broadcast(room, parse_message(frame, room.settings, name))
         except (ValueError, ConnectionError) as error:  # bad input, or Redis away
             reply = frames.text_frame(json.dumps({"error": str(error)}))
             # In its address's turn, after what it sent before: the page counts on it.
@@ -208,9 +249,9 @@ def room_is_busy(room, sender, arrival, outbox):
             or backlog > ADDRESS_BACKLOG or len(outbox) > BUSY_BACKLOG)
 
 
-def parse_message(frame, chosen):
+def parse_message(frame, chosen, speaker=None):
     """Return {"name", "message"} from a client's frame, or raise ValueError. `chosen` are
-    the room's settings: its limits."""
+    the room's settings: its limits. A `speaker` the host named replaces the frame's name."""
     if not isinstance(frame, str):
         raise ValueError("Send text: binary frames are not accepted.")
     example = 'Send JSON like {"name": "Ada", "message": "hello"}.'
@@ -220,7 +261,7 @@ def parse_message(frame, chosen):
         raise ValueError(f"That is not valid JSON. {example}") from None
     if not isinstance(data, dict):
         raise ValueError(f"That is not a JSON object. {example}")
-    name, message = data.get("name"), data.get("message")
+    name, message = data.get("name") if speaker is None else speaker, data.get("message")
     if not isinstance(message, str):
         raise ValueError('"message" must be a string.')
     if not isinstance(name, (str, type(None))):
