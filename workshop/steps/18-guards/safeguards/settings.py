@@ -11,7 +11,8 @@ the chat is registered; the door's two (below) guards.py finds with of_current_a
 
 docs/limits.md lists them, with when to change each. A value that is not what a setting
 takes stops the chat at start-up with a sentence naming it, rather than at the first
-request that reads it.
+request that reads it. (The checkpoints of steps 18 to 22 read the door's two at their
+first request: an error then, in the same words.)
 """
 import os
 from types import SimpleNamespace
