@@ -59,6 +59,7 @@ def stub_app(stub):
     @Sock(app).route("/ws")
     def chat(ws):
         stub.sockets.append(ws.sock)
+        stub.connections.append(ws)
         for frame in stub.history:
             ws.send(frame)
         while True:
@@ -84,7 +85,8 @@ def drop(stub):
 @pytest.fixture
 def stub():
     """The stub, served on a free port: a test sets its settings before opening a page."""
-    stub = SimpleNamespace(settings={}, history=[], answering=True, received=[], sockets=[])
+    stub = SimpleNamespace(settings={}, history=[], answering=True, received=[], sockets=[],
+                           connections=[])
     httpd = make_server("127.0.0.1", 0, stub_app(stub), threaded=True)
     threading.Thread(target=httpd.serve_forever, args=(0.01,), daemon=True).start()
     stub.url = f"http://127.0.0.1:{httpd.server_port}/"
@@ -160,6 +162,15 @@ def test_an_unanswered_message_comes_back_to_an_empty_box(stub, open_page):
     ada.fill("#message", "something else")
     ada.press("#message", "Enter")  # sending again is the page's answer: the words go
     expect(ada.locator("#error")).to_have_text("")
+
+
+def test_a_refused_message_comes_back_to_an_empty_box(stub, open_page):
+    ada = open_page()
+    send_unanswered(stub, ada, ["too fast?"])
+    ada.fill("#message", "")  # emptied since
+    stub.connections[-1].send(json.dumps({"error": "You are sending too fast; wait a moment."}))
+    expect(ada.locator("#error")).to_have_text("You are sending too fast; wait a moment.")
+    expect(ada.locator("#message")).to_have_value("too fast?")
 
 
 def test_many_unanswered_messages_are_named_in_short(stub, open_page):
