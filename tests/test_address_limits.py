@@ -1,16 +1,20 @@
 """An address's allowances belong to it over time (issue 31): closing and opening again buys
-no messages and no bytes, and an address opens websockets at a bounded rate.
+no messages and no bytes, an address opens websockets at a bounded rate, and a refused
+connection costs next to nothing, however much its client goes on sending.
 
 The per-address limits are shrunk here so that each takes a few frames to reach;
 tests/test_faults.py checks that a class behind one address still fits in the real ones.
 """
+import socket
+import threading
+
 import pytest
 
-from chat_helpers import (close, connect, raw_handshake, receive, say, server,  # noqa: F401
+from chat_helpers import (TIMEOUT, close, connect, raw_handshake, receive, say, server,  # noqa: F401
                           wait_until)
 from hardened import chat
-from hardened.safeguards import limits
-from test_faults import frames_until_answered, refusal
+from hardened.safeguards import limits, websocket
+from test_faults import frame, frames_until_answered, refusal
 
 
 @pytest.fixture(autouse=True)
@@ -83,4 +87,107 @@ def test_an_address_opens_websockets_at_a_bounded_rate(server, monkeypatch):
     assert response.split()[1] == "101"  # so that the page can read why
     assert refusal(s) == "You are connecting too often; wait a moment."
     s.close()
+
+
+# --- A refused connection costs next to nothing ----------------------------------------
+
+REFUSED = 5                # connections refused, each of whose clients then sends...
+FLOOD = 1024 * 1024        # ...1 MiB of empty pings, as fast as TCP takes them
+BYTES_BURST = 10_000       # the address's allowance of bytes, shrunk
+HANDSHAKE = 300            # bytes, more than a handshake's request
+
+
+class ReadCounter:
+    """Counts the bytes the server reads from the sockets it accepted on `port`."""
+
+    def __init__(self, monkeypatch, port):
+        self.port, self.total, self.lock = port, 0, threading.Lock()
+        for name in ("recv", "recv_into"):
+            monkeypatch.setattr(socket.socket, name, self.counting(getattr(socket.socket, name)))
+
+    def counting(self, read):
+        def counted(sock, *args):
+            result = read(sock, *args)
+            if self.is_servers(sock):
+                with self.lock:
+                    self.total += result if isinstance(result, int) else len(result)
+            return result
+        return counted
+
+    def is_servers(self, sock):
+        try:
+            return sock.getsockname()[1] == self.port
+        except (OSError, IndexError, TypeError):
+            return False  # not a TCP socket: one cut off, say
+
+
+def flood(s):
+    try:
+        s.sendall(frame(0x9) * (FLOOD // 6))
+    except OSError:
+        pass  # cut off: what it was meant to be
+
+
+def test_a_refused_client_that_goes_on_sending_is_read_a_little_then_cut(server, monkeypatch):
+    """Before, after the 1013 the library's reader parsed all that the client sent, and
+    then the clean-up read up to 64 MB more: 16 threads doing this made the server read
+    80 MB a second. Now, at most LEFTOVER_AFTER_REFUSAL bytes each, and no more than the
+    address's allowance of bytes holds, then the connection is cut."""
+    monkeypatch.setattr(limits, "CONNECTIONS_PER_ADDRESS", 1)
+    monkeypatch.setattr(limits, "READ_BYTES_BURST", BYTES_BURST)
+    monkeypatch.setattr(limits, "READ_BYTES_PER_SECOND", 1)
+    held = connect(server)
+    counter = ReadCounter(monkeypatch, int(server.split(":")[1]))
+    for _ in range(REFUSED):
+        s, response = raw_handshake(server)
+        assert response.split()[1] == "101"
+        sender = threading.Thread(target=flood, args=(s,), daemon=True)
+        sender.start()
+        assert "Too many connections" in refused_while_sending(s)
+        sender.join(TIMEOUT)
+        assert not sender.is_alive(), "never cut off"
+        s.close()
+    leftover = min(REFUSED * websocket.LEFTOVER_AFTER_REFUSAL, BYTES_BURST)
+    assert counter.total <= REFUSED * HANDSHAKE + leftover
+    close(held)
+
+
+def refused_while_sending(s):
+    """The reason of the close frame that comes first; what follows (a reset) is ignored."""
+    s.settimeout(TIMEOUT)
+    data = b""
+    try:
+        while len(data) < 4 or len(data) < 2 + data[1]:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    except ConnectionResetError:
+        pass
+    assert data[:1] == b"\x88", data[:40]
+    assert int.from_bytes(data[2:4], "big") == websocket.TRY_AGAIN_LATER
+    return data[4:2 + data[1]].decode()
+
+
+def test_a_refused_browser_gets_the_reason_and_a_clean_close(server, monkeypatch):
+    """What a browser does: it answers the close, and waits for the server to end the
+    connection. It gets the whole reason, and an end without a reset."""
+    monkeypatch.setattr(limits, "CONNECTIONS_PER_ADDRESS", 1)
+    held = connect(server)
+    s, _ = raw_handshake(server)
+    reason = refusal_answered(s)
+    assert reason.startswith("Too many connections")
+    s.close()
+    close(held)
+
+
+def refusal_answered(s):
+    head = s.recv(2)
+    assert head[:1] == b"\x88"
+    body = b""
+    while len(body) < head[1]:
+        body += s.recv(head[1] - len(body))
+    s.sendall(frame(0x8, body[:2]))  # the browser's answer: the same code
+    assert s.recv(4096) == b""  # then the end: no reset, nothing more
+    return body[2:].decode()
 

@@ -3,9 +3,9 @@
 app.py limits each connection; the limits here count what every connection from one
 address does together, so a flood spread over many connections buys nothing more than its
 share, and closing and opening again buys nothing at all. websocket.py calls `admit()`
-before a websocket handshake and `release()` after it; reader.py calls `join()` as a
-connection opens and `pace_reading()` for every read; app.py calls `take_message()` for
-each message.
+before a websocket handshake and `release()` after it, and after a refusal
+`reserve_leftover()` and `give_back_leftover()`; reader.py calls `join()` as a connection
+opens and `pace_reading()` for every read; app.py calls `take_message()` for each message.
 
 Everyone behind one NAT shares an address (a classroom on venue Wi-Fi), and behind a
 reverse proxy everyone has the proxy's address unless CHAT_TRUSTED_PROXIES is set. So an
@@ -234,3 +234,19 @@ def pace_reading(address, connection, size):
     if debt:
         time.sleep(debt)
 
+
+def reserve_leftover(address, most):
+    """How many bytes, `most` at the very most, a refused connection from `address` may
+    make us read, taken from the address's allowance of bytes now; give back what is not
+    read with give_back_leftover()."""
+    with lock:
+        pool = record_of(address)["bytes"].pool
+        reserved = int(min(most, max(pool.take(0, time.monotonic()), 0)))
+        pool.tokens -= reserved
+        return reserved
+
+
+def give_back_leftover(address, unread):
+    with lock:
+        pool = record_of(address)["bytes"].pool
+        pool.tokens = min(pool.tokens + unread, pool.size)

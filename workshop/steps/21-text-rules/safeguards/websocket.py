@@ -12,16 +12,25 @@ Each connection the handler gets is ready for the chat: its reader thread is rea
 and every write on it goes out whole (frames.py). `arrival_time(ws)` says when the
 message `ws.receive()` last returned reached us.
 
+A refused connection costs next to nothing: no thread reads it, and after the close
+that refuses it, at most LEFTOVER_AFTER_REFUSAL bytes of what its client sends are read
+(counted in its address's allowance of bytes, limits.py) before the connection is cut.
+
 Relies on (selfcheck.py checks them at start-up):
 - simple_websocket.Server(environ, **options), which takes the socket from
   environ["werkzeug.socket"] or environ["gunicorn.socket"], and `close()`;
   ConnectionClosed, which `receive()` raises once the connection is over;
 - how flask-sock 0.7 ends a websocket request: under gunicorn a response that raises
-  StopIteration, so gunicorn writes nothing more; under Werkzeug, see NothingMore.
+  StopIteration, so gunicorn writes nothing more; under Werkzeug, see NothingMore;
+- (not checked) simple_websocket.Server making its reader as `thread_class(target=...)`,
+  setting its `name` and calling its `start()`, which NoReader does not start;
+- Werkzeug and gunicorn using the request's socket by its file descriptor to the end
+  of the request, and taking a write that fails with EPIPE as a client gone (see cut()).
 """
 import functools
+import os
 import socket
-import threading
+import time
 
 from flask import Response, request
 from simple_websocket import ConnectionClosed, Server
@@ -31,6 +40,13 @@ from . import frames, guards, limits, reader
 TRY_AGAIN_LATER = 1013  # the close code of a refusal (RFC 6455, 7.4.1; IANA registry)
 LEFTOVER_READS = 1000  # of 64 KiB: what a closed websocket's client had sent, thrown away
 LEFTOVER_QUIET = 0.1   # seconds of silence after which nothing more is on its way
+# After the close that refuses a connection, a browser sends its own close frame (at most
+# 131 bytes) and nothing else: read that much and some, so that the connection ends
+# cleanly, and cut it then. Nothing more: a script that goes on sending (4 MiB of empty
+# frames after each refusal, from 16 threads, made the server read 80 MB a second, and
+# burn a core parsing it) is cut off, and what it sent is thrown away unread.
+LEFTOVER_AFTER_REFUSAL = 4096  # bytes, at most; and at most what the address has left
+REFUSAL_LINGER = 1             # seconds, at most, for the client's answer to the close
 
 
 def route(bp, rule, options):
@@ -67,14 +83,72 @@ def route(bp, rule, options):
 def refuse_in_words(reason):
     """Accept, then close with 1013 (Try Again Later) and the reason: a browser shows its
     page nothing of a refused handshake (a 429 or 503 is only a failed connection), but
-    it hands the page a close frame's code and reason."""
-    ws = accept(thread_class=DaemonThread)  # no pings: it closes at once
+    it hands the page a close frame's code and reason. Then read a little of what the
+    client sends, and cut the connection."""
+    ws = accept(thread_class=NoReader)
     if ws is not None:
         try:
             ws.close(TRY_AGAIN_LATER, reason)
+            throw_away_leftover(request.remote_addr, server_socket())
         except (ConnectionClosed, OSError):
-            pass  # closed first by the client (the library has answered it), or gone
+            pass  # gone
     return nothing_more()
+
+
+class NoReader:
+    """The thread simple-websocket would read a refused connection in: it never starts.
+    Nothing the client sends is parsed; throw_away_leftover() reads a little of it."""
+    name = "not started"
+
+    def __init__(self, target):
+        pass
+
+    def start(self):
+        pass
+
+
+def server_socket():
+    """The request's socket, as the server (Werkzeug or gunicorn) knows it."""
+    environ = request.environ
+    return environ.get("werkzeug.socket") or environ["gunicorn.socket"]
+
+
+def throw_away_leftover(address, sock):
+    """Read what the client of a refused connection sends, LEFTOVER_AFTER_REFUSAL bytes
+    at most and no more than its address's allowance holds, until it has closed or gone
+    quiet; then cut the connection."""
+    allowed = limits.reserve_leftover(address, LEFTOVER_AFTER_REFUSAL)
+    read, deadline = 0, time.monotonic() + REFUSAL_LINGER
+    try:
+        while read < allowed:
+            sock.settimeout(max(min(LEFTOVER_QUIET, deadline - time.monotonic()), 0.001))
+            data = sock.recv(allowed - read)
+            read += len(data)
+            if not data or time.monotonic() >= deadline:
+                break
+    except OSError:
+        pass  # quiet, or gone
+    limits.give_back_leftover(address, allowed - read)
+    cut(sock)
+
+
+def cut(sock):
+    """End the connection now, and throw away unread what its client sent (a reset), yet
+    leave the server a socket to finish the request on: its descriptor now holds one
+    whose other end has left, which reads nothing and takes no write (EPIPE). Werkzeug
+    and gunicorn take that as a client gone away; they read nothing more (gunicorn would
+    read up to 64 KiB more, Werkzeug all the kernel holds) and write nothing."""
+    stand_in, other_end = socket.socketpair()
+    other_end.close()
+    try:
+        os.dup2(stand_in.fileno(), sock.fileno())  # closes the connection's descriptor
+    except OSError:  # Windows cannot dup2 a socket: a plain shutdown, then
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+    finally:
+        stand_in.close()
 
 
 def accept(**options):
@@ -86,11 +160,6 @@ def accept(**options):
         return None
     frames.share_socket(ws)
     return ws
-
-
-class DaemonThread(threading.Thread):
-    def __init__(self, target):
-        super().__init__(target=target, daemon=True)
 
 
 def serve(handler, ws):
