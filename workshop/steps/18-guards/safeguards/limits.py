@@ -18,8 +18,13 @@ An allowance belongs to the address, over time: a connection's share starts with
 than the address's pool holds when it opens (never a fresh burst), and an address opens
 websockets at a bounded rate, so that connect, send, close, again, gets no more than
 staying does.
+
+Under gunicorn, each websocket holds one of its threads for life, so the chat must know
+how many a worker has: CHAT_SERVER_THREADS says, set by hand or by the post_worker_init
+hook in gunicorn.conf.py, from gunicorn's own setting.
 """
 import ipaddress
+import logging
 import threading
 import time
 import weakref
@@ -57,9 +62,26 @@ CONNECTS_PER_SECOND = 5
 SPARE_FDS = 100
 # Under gunicorn each websocket holds one of its threads for life: with all of them held,
 # the page and every handshake wait in its queue, unanswered (a newcomer cannot even be
-# told the chat is full). Keep these for them.
+# told the chat is full), and so do the pages of an app the chat is mounted in. Keep
+# these for them; and with few threads, half of them.
 SPARE_THREADS = 10
-SERVER_THREADS = settings.SERVER_THREADS  # gunicorn.conf.py gives gunicorn the same
+# gunicorn's environ does not say how many threads it has, so the chat is told: by
+# CHAT_SERVER_THREADS, which gunicorn.conf.py's hook sets from gunicorn's setting. Not
+# told, it refuses its websockets under gunicorn rather than guess (a guess of 100 let 4
+# tabs take every thread of a host's `gunicorn --threads 4`, and its pages froze). Nor
+# can gunicorn's sync worker hold one: it serves one request at a time.
+NOT_SET_UP = "This chat is not set up for this server yet; try again later."
+THREADS_UNKNOWN = (
+    "The chat refuses its websockets under gunicorn until it knows how many threads each"
+    " worker has: set CHAT_SERVER_THREADS to gunicorn's --threads, or give gunicorn the"
+    " chat's post_worker_init hook (run it with -c hardened/gunicorn.conf.py and your"
+    " app after it, or copy the hook into your own config file); see docs/deploying.md.")
+ONE_AT_A_TIME = (
+    "The chat refuses its websockets under gunicorn's sync worker: it serves one request"
+    " at a time, and a websocket would hold it for as long as it is open. Run gunicorn"
+    " with threads (--threads 100, or -c hardened/gunicorn.conf.py); see"
+    " docs/deploying.md.")
+log = logging.getLogger(__name__)
 
 
 class Bucket:
@@ -143,6 +165,22 @@ def key(address):
     return str(ip)
 
 
+def server_threads():
+    """gunicorn's threads in this worker, as CHAT_SERVER_THREADS says; None if unsaid.
+    Read when asked, not at import: gunicorn.conf.py's hook sets it once the worker has
+    loaded the app."""
+    return settings.whole_number("CHAT_SERVER_THREADS", None, least=1)
+
+
+server_threads()  # a value that is no number stops the chat at start-up, as any setting's
+
+
+def websockets_for(threads):
+    """Of a gunicorn worker's threads, how many websockets may hold: all but
+    SPARE_THREADS, or with few threads, half of them."""
+    return max(threads - SPARE_THREADS, threads // 2)
+
+
 def max_connections(threads_for_life=False):
     """Websockets this process can hold before it runs out of file descriptors, or, if a
     websocket holds one of the server's threads for life (gunicorn), of threads."""
@@ -152,13 +190,18 @@ def max_connections(threads_for_life=False):
         if soft != resource.RLIM_INFINITY:
             most = max(soft - SPARE_FDS, 1)  # a websocket costs a descriptor (reader.py)
     if threads_for_life:
-        most = min(most, max(SERVER_THREADS - SPARE_THREADS, 1))
+        most = min(most, websockets_for(server_threads()))
     return most
 
 
 def admit(address, threads_for_life=False):
     """Count one more websocket from `address`; return why it is refused (a sentence for
     the person whose page it is), or None."""
+    if threads_for_life:
+        misfit = server_misfit()
+        if misfit is not None:
+            warn_once(misfit)
+            return NOT_SET_UP
     now = time.monotonic()
     with lock:
         forget_idle(now)
@@ -186,6 +229,25 @@ def record_of(address):
         "messages": SharedAllowance(MESSAGES_BURST, MESSAGES_PER_SECOND, SHARE_BURST),
         "bytes": SharedAllowance(READ_BYTES_BURST, READ_BYTES_PER_SECOND,
                                  SHARE_BYTES_BURST)})
+
+
+def server_misfit():
+    """Why gunicorn, as it runs, cannot hold the chat's websockets (a sentence for the
+    log), or None."""
+    if threading.current_thread() is threading.main_thread():
+        return ONE_AT_A_TIME  # the sync worker serves each request on its main thread
+    if server_threads() is None:
+        return THREADS_UNKNOWN
+    return None
+
+
+told = set()  # the sentences logged: each once, as it is the same every time
+
+
+def warn_once(sentence):
+    if sentence not in told:
+        told.add(sentence)
+        log.warning(sentence)
 
 
 def release(address):
