@@ -55,7 +55,9 @@ FIXED_BY = {
     "origin": "12-origin",
     "pause": "17-whole-frames",
     "crowd": "18-guards",
+    "refused": "19-reader",
     "swarm": "20-limits",
+    "churn": "20-limits",
     "spoof": "21-text-rules",
     "headers": "22-page",
 }

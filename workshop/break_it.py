@@ -657,10 +657,273 @@ def oversize(url):
                   f"{took:.1f} s: their places were free")
 
 
+
+# One address at a time, beside a room of ROOM people who each say something every
+# TALK_PACE s: churn and refused. The room holds if none of its messages is
+# refused and each reaches everyone within TALK_LAG s, during the attack and after it.
+ATTACK_SECONDS = 2  # each attack's length: enough for the room to feel it, short to run
+TALK_PACE = 0.5     # seconds between one person's messages: a lively room
+TALK_LAG = 1.5      # seconds from sending to everyone's screen: the hardened chat's aim
+RECOVERY = 5        # seconds after an attack by which the room must be itself again
+CHURN_THREADS = 4   # churn's: each connects, sends 3 messages, leaves, again and again
+# The finished chat's limits for one address (safeguards/limits.py): 40 messages a
+# second after a burst of 100; churn must get no more than that, with a quarter spare.
+ADDRESS_RATE, ADDRESS_BURST = 40, 100
+ADDRESS_CONNECTIONS = 64  # the finished chat's connections per address (its most)
+REFUSED_THREADS = 4    # refused's: each connects, is refused, sends 4 MiB, again
+REFUSED_BYTES = 4 * 1024 * 1024
+REFUSED_PATIENCE = 2  # seconds a refused connection's send may wait: the chat reads no more
+
+
+class Conversation:
+    """The room talking while something else happens: each member says something every
+    TALK_PACE s, and reads everything, in threads of their own."""
+
+    def __init__(self, room, tag):
+        self.room, self.tag, self.stop, self.done = room, tag, threading.Event(), False
+        self.sent = {}      # text -> when it was sent
+        self.arrived = [{} for _ in room]  # for each member: text -> when it arrived
+        self.refusals = []  # the errors the members were sent
+        self.others = 0     # messages of this run from anyone else (the attacker)
+        self.threads = [DAEMON(target=self.talk)] + [
+            DAEMON(target=self.listen, args=(n,)) for n in range(len(room))]
+
+    def __enter__(self):
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *_):
+        self.stop.set()
+        deadline = time.monotonic() + TALK_LAG * 2  # each message reaches all, or is late
+        while time.monotonic() < deadline and not self.all_answered():
+            time.sleep(0.05)
+        self.done = True
+        for thread in self.threads:  # so that none of them takes what comes next
+            thread.join()
+
+    def all_answered(self):
+        delivered = sum(len(arrived) for arrived in self.arrived)
+        return delivered + len(self.refusals) * len(self.room) >= (
+            len(self.sent) * len(self.room))
+
+    def talk(self):
+        k = 0
+        while not self.stop.wait(TALK_PACE / len(self.room)):
+            text = f"{self.tag} talk {k}"
+            self.sent[text] = time.monotonic()
+            try:
+                say(self.room[k % len(self.room)], text)
+            except simple_websocket.ConnectionClosed:
+                pass  # counted as not arrived
+            k += 1
+
+    def listen(self, n):
+        ws = self.room[n]
+        while not self.done:
+            try:
+                frame = ws.receive(timeout=0.2)
+            except simple_websocket.ConnectionClosed:
+                return
+            if frame is None:
+                continue
+            data = as_dict(frame)
+            text = text_of(frame)
+            if "error" in data:
+                self.refusals.append(data["error"])
+            elif text and text.startswith(f"{self.tag} talk "):
+                self.arrived[n][text] = time.monotonic()
+            elif text and text.startswith(self.tag) and n == 0:
+                self.others += 1
+
+    def verdict(self):
+        """(whether the room held, a sentence on how it fared)."""
+        lags = [arrived[text] - when for text, when in self.sent.items()
+                for arrived in self.arrived if text in arrived]
+        missing = (len(self.sent) - len(self.refusals)) * len(self.room) - len(lags)
+        slowest = max(lags, default=0)
+        busy = sum("busy" in error for error in self.refusals)
+        said = (f"the room's {len(self.room)} people sent {len(self.sent)} messages "
+                f"meanwhile")
+        if self.refusals:
+            kind = "as busy" if busy == len(self.refusals) else "(" + self.refusals[0] + ")"
+            return False, f"{said}, and {len(self.refusals)} of them were refused {kind}"
+        if missing:
+            return False, (f"{said}, and {missing} deliveries had not arrived "
+                           f"{TALK_LAG * 2:.0f} s after the attack")
+        if slowest > TALK_LAG:
+            return False, (f"{said}: every one arrived, but the slowest took "
+                           f"{slowest:.1f} s to reach everyone")
+        return True, f"{said}: every one reached everyone, the slowest in {slowest:.1f} s"
+
+
+def room_recovers(room, tag):
+    """After an attack: does a message reach everyone within RECOVERY s? (held, a
+    sentence)"""
+    line = f"{tag} back to normal?"
+    started = time.monotonic()
+    say(room[0], line)
+    answer = next((data for data in map(as_dict, leaked(room[0], line, wait=RECOVERY))
+                   if "error" in data or data.get("message") == line), {})
+    if "error" in answer:
+        return False, f"a message right after it was refused (\"{answer['error']}\")"
+    heard = answer and all(line in texts(collect(ws, tag, until=line, wait=RECOVERY))
+                           for ws in room[1:])
+    took = time.monotonic() - started
+    if heard and took <= RECOVERY:
+        return True, f"a message right after it reached everyone in {took:.1f} s"
+    return False, f"a message right after it did not reach everyone within {RECOVERY} s"
+
+
+def churn(url):
+    """one address connects, sends 3 messages and leaves, again and again: is it held back?"""
+    tag = new_tag()
+    room = gather(url, ROOM, tag)
+    frames = b"".join(FrameProtocol(client=True, extensions=[]).send_data(
+        json.dumps({"name": "churn", "message": f"{tag} churn {n}"})) for n in range(3))
+    stop_at = time.monotonic() + ATTACK_SECONDS
+    visits = [0]
+
+    def visit_again_and_again():
+        while time.monotonic() < stop_at:
+            try:
+                s = quick_handshake(url)
+                s.sendall(frames + GOODBYE)
+                s.shutdown(socket.SHUT_WR)  # nothing more: the chat closes at once
+                visits[0] += 1
+                raw_read(s, wait=WAIT)  # until it has
+                s.close()
+            except OSError:
+                pass
+
+    with Conversation(room, tag) as talk, one_address():
+        attackers = [DAEMON(target=visit_again_and_again) for _ in range(CHURN_THREADS)]
+        for thread in attackers:
+            thread.start()
+        for thread in attackers:
+            thread.join(ATTACK_SECONDS + WAIT)
+    held, how = talk.verdict()
+    back, after = room_recovers(room, tag)
+    close_all(room)
+    got = talk.others / ATTACK_SECONDS
+    most = (ADDRESS_BURST + ADDRESS_RATE * ATTACK_SECONDS) * 1.25 / ATTACK_SECONDS
+    did = (f"one address connected {visits[0]} times in {ATTACK_SECONDS} s, 3 messages a "
+           f"visit, and the room got {talk.others} of them ({got:.0f} a second)")
+    if got > most:
+        return False, (f"{did}: far more than the {ADDRESS_RATE} a second (after a burst "
+                       f"of {ADDRESS_BURST}) the finished chat lets an address send; leaving "
+                       f"and coming back must not buy a fresh allowance; {how}")
+    if not held or not back:
+        return False, f"{did}; but {how if not held else after}"
+    return True, f"{did}, no more than its address may; {how}"
+
+
+def refused(url):
+    """connections the chat refuses send megabytes anyway: does it read them all?"""
+    tag = new_tag()
+    room = gather(url, ROOM, tag)
+    held_open = fill_the_address(url, ADDRESS_CONNECTIONS)
+    empty = FrameProtocol(client=True, extensions=[]).send_data("") * (64 * 1024 // 6)
+    stop_at = time.monotonic() + ATTACK_SECONDS
+    counts = {"refused": 0, "let in": 0, "read whole": 0, "hung up": 0}
+
+    def refused_and_sending():
+        while time.monotonic() < stop_at:
+            try:
+                s, status, _ = raw_handshake(url)
+            except OSError:
+                continue
+            counts["let in" if status == 101 else "refused"] += 1
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SMALL_SEND_BUFFER)
+            s.settimeout(REFUSED_PATIENCE)
+            sent = 0
+            try:
+                while sent < REFUSED_BYTES and time.monotonic() < stop_at + WAIT:
+                    sent += s.send(empty)
+                if sent >= REFUSED_BYTES:
+                    counts["read whole"] += 1  # the chat took every byte of it
+            except OSError:  # the chat hung up (or took nothing for a while)
+                counts["hung up"] += 1
+            reset(s)
+
+    with Conversation(room, tag) as talk, one_address():
+        threads = [DAEMON(target=refused_and_sending) for _ in range(REFUSED_THREADS)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(ATTACK_SECONDS + 2 * WAIT)
+    held, how = talk.verdict()
+    back, after = room_recovers(room, tag)
+    reset_all(held_open)
+    close_all(room)
+    did = (f"one address held {len(held_open)} connections, then opened "
+           f"{counts['refused'] + counts['let in']} more, each sending 4 MiB of empty "
+           "messages")
+    if counts["let in"] or not counts["refused"]:
+        return False, (f"{did}: {counts['let in']} of them were let in, beyond what one "
+                       f"address may hold; {how}")
+    if counts["read whole"]:
+        return False, (f"{did}: all were refused, yet the chat read the whole 4 MiB of "
+                       f"{counts['read whole']} of them, megabytes a second for nothing; "
+                       f"{how}")
+    if not held or not back:
+        return False, f"{did}: all were refused, but {how if not held else after}"
+    return True, (f"{did}: all were refused, and the chat hung up on each before it had "
+                  f"read its 4 MiB; {how}")
+
+
+GOODBYE = bytes(FrameProtocol(client=True, extensions=[]).close(1000))
+SMALL_SEND_BUFFER = 16 * 1024  # an attacker's: what it sends waits here, not in memory
+
+
+def quick_handshake(url):
+    """A websocket's handshake by hand, without waiting to see whether a refusal follows:
+    the socket, once the response's head has come (a 101 or not)."""
+    parts = urlsplit(url)
+    s = socket.create_connection((parts.hostname, parts.port or 80), timeout=WAIT)
+    key = base64.b64encode(os.urandom(16)).decode()
+    s.sendall((f"GET {parts.path or '/'} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+               "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+               f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = s.recv(4096)
+        if not chunk:
+            s.close()
+            raise OSError("the server closed the connection during the handshake")
+        head += chunk
+    return s
+
+
+def fill_the_address(url, most):
+    """Open websockets from one address until it is refused, or `most` are open. An
+    earlier demonstration's connections may still be closing: wait for their places."""
+    opened = []
+    ready_by = time.monotonic() + WAIT
+    with one_address():
+        while len(opened) < most:
+            try:
+                s = raw_client(url)
+            except Refused:
+                if not opened and time.monotonic() < ready_by:
+                    time.sleep(0.1)
+                    continue
+                break
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SMALL_SEND_BUFFER)
+            opened.append(s)
+    return opened
+
+
+def reset_all(sockets):
+    for s in sockets:
+        reset(s)
+
+
 # In the order the tutorial's steps fix them.
 DEMOS = {"vanish": vanish, "race": race, "stall": stall, "garbage": garbage,
          "flood": flood, "origin": origin, "pause": pause, "crowd": crowd,
-         "oversize": oversize, "swarm": swarm, "spoof": spoof, "headers": headers}
+         "oversize": oversize, "refused": refused, "swarm": swarm, "churn": churn,
+         "spoof": spoof, "headers": headers}
 
 
 # The clients.
