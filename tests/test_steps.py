@@ -28,6 +28,7 @@ import wsproto.frame_protocol
 from werkzeug.serving import make_server
 
 from chat_helpers import Client, raw_handshake
+from side_runs import started
 
 HERE = pathlib.Path(__file__).parent.parent  # the project
 WORKSHOP = HERE / "workshop"
@@ -358,13 +359,17 @@ def test_a_step_changes_what_it_says_and_copies_the_rest(step):
     assert changed == CHANGES[step] | {"test_app.py"}  # its tests grow with every step
 
 
-@pytest.mark.slow  # about 2 s a step: twenty pytest processes
+def run_steps_tests(step):
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+                          cwd=folder_of(step), capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow  # 1 to 9 s a step, mostly waiting: run four at a time (side_runs.py)
 @pytest.mark.parametrize("step", STEPS[:-1])
-def test_a_steps_own_tests_pass_in_its_folder(step):
+def test_a_steps_own_tests_pass_in_its_folder(step, request):
     """A room that stops at any step has a green pytest for what it built: the step's
     test_app.py, run in the folder as an attendee runs it, in a process of its own."""
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
-                            cwd=folder_of(step), capture_output=True, text=True, timeout=300)
+    result = started(request, request.node.originalname, "step", run_steps_tests)[step].result()
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert " passed" in result.stdout and "skipped" not in result.stdout, result.stdout[-500:]
 
