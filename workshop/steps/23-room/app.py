@@ -46,12 +46,9 @@ MAX_FRAME_CHARS = 64 * 1024  # the library closes with 1009 before we read anyth
 OUTBOX_LIMIT = 2000          # frames waiting for one client; more means it is stuck
 # More messages than the room can fan out in time are refused, not queued: a message
 # that waited longer than this to be read, or whose address's frames wait longer for the
-# room's sender, or whose sender has more frames waiting for it than BUSY_BACKLOG...
+# room's sender, or whose sender has more frames waiting for it than BUSY_BACKLOG.
 BUSY_WAIT = 1                # seconds
 BUSY_BACKLOG = 100           # frames, a second's worth or less: see room_is_busy()
-# ...or whose address has more frames waiting for the room's sender than this: a class
-# behind one NAT saying hi together is 50; 1,000 of the largest frames are 6 MB.
-ADDRESS_BACKLOG = 1000       # frames
 SEND_TIMEOUT = 10            # seconds a socket may accept nothing before we give up on it
 SEND_BUFFER = 64 * 1024      # kernel bytes per client: plenty for chat, little to pin
 PING_INTERVAL = 25           # seconds; finds peers that vanished without saying goodbye
@@ -236,17 +233,16 @@ def receive_messages(room, ws, outbox, name=None):
 
 def room_is_busy(room, sender, arrival, outbox):
     """Is the room sending more than it can, for this sender's address? The wait since
-    the message arrived shows how far behind the handlers are; the frames its address
-    has waiting, how far behind the room's sender is with them (each address has its turn:
-    those that send the most wait the longest); and its own outbox, whether it reads what
-    it gets."""
+    the message arrived shows how far behind the handlers are; the wait of the oldest
+    frame its address has queued, how far behind the room's sender is with them (each
+    address has its turn: those that send the most wait the longest); and its own outbox,
+    whether it reads what it gets."""
     now = time.monotonic()
     with room.lock:
-        waiting = room.to_send.get(sender, ())
+        waiting = room.to_send.get(sender)
         oldest = waiting[0][2] if waiting else now
-        backlog = len(waiting)
     return (now - arrival > BUSY_WAIT or now - oldest > BUSY_WAIT
-            or backlog > ADDRESS_BACKLOG or len(outbox) > BUSY_BACKLOG)
+            or len(outbox) > BUSY_BACKLOG)
 
 
 def parse_message(frame, chosen, speaker=None):
