@@ -13,10 +13,10 @@ one server here serves them all, so each gets an address with nothing left on it
 
 - churn: 8 threads each loop: connect, send 3 short messages, close;
 - churn-bytes: 16 threads each loop: connect, send one message of 6 KB, close;
-- busy: 64 connections, the address's cap, send empty frames flat out, every one of
-  them within every limit of its own, and read what they are sent;
 - refused: 64 idle connections hold the address's cap; 16 threads loop: connect (and be
-  refused with 1013), send 4 MiB of empty frames, close.
+  refused with 1013), send 4 MiB of empty frames, close;
+- busy: 64 connections, the address's cap, send empty frames flat out, every one of
+  them within every limit of its own, and read what they are sent.
 
 After each, 5 s of quiet, then one of the class sends a probe: it must reach all 20
 within 1 s. Prints a table of figures, then each bound of issue 31 with met/MISSED (exit
@@ -52,8 +52,8 @@ PROJECT = os.path.dirname(HERE)  # where hardened/ is, and flask runs
 CLASS_SIZE = 20           # a class, each on an address of its own: no one's limit is shared
 CLASS_ADDRESSES = [f"127.0.0.{10 + n}" for n in range(CLASS_SIZE)]
 PACE = 2                  # seconds between a class member's messages: people typing
-ATTACKERS = {"churn": "127.0.0.2", "churn-bytes": "127.0.0.3", "busy": "127.0.0.4",
-             "refused": "127.0.0.5"}
+ATTACKERS = {"churn": "127.0.0.2", "churn-bytes": "127.0.0.3", "refused": "127.0.0.4",
+             "busy": "127.0.0.5"}
 CHURN_THREADS = 8         # the issue's: each loops connect, 3 messages, close
 CHURN_MESSAGES = 3
 BYTES_THREADS = 16        # each loops connect, one message of about 6 KB, close
@@ -83,7 +83,10 @@ WAIT = 10                 # seconds any connection or answer may take
 TRY_AGAIN_LATER = 1013    # the close code of the chat's refusals in words
 REFUSAL_WAIT = 0.2        # seconds: a refusal in words comes at once after the handshake
 TICKS = os.sysconf("SC_CLK_TCK")  # units of the CPU times in /proc/<pid>/stat
-ATTACKS = ("churn", "churn-bytes", "busy", "refused")
+# In this order: what the busy attacker sent the server is still read and answered,
+# paced, for a while after it left (its CPU in the 5 s after), which the next attack's
+# class would feel; it comes last.
+ATTACKS = ("churn", "churn-bytes", "refused", "busy")
 
 # The server: `flask run`, with socket.recv and recv_into counting what each peer address
 # made it read, written every REPORT_EVERY s to the file named by its first argument.
@@ -212,9 +215,7 @@ def attack(name, server, classroom, seconds):
     address = ATTACKERS[name]
     progress(f"{name} from {address}, {seconds:g} s")
     read_before, cpu_before = server.bytes_read_from(address), server.cpu_seconds()
-    start = time.monotonic()
-    attacker = ATTACK_FUNCTIONS[name](server.port, address, start + seconds)
-    stop = time.monotonic()
+    start, stop, attacker = ATTACK_FUNCTIONS[name](server.port, address, seconds)
     cpu_during = (server.cpu_seconds() - cpu_before) / (stop - start) * 100
     time.sleep(max(0, stop + PROBE_AFTER - time.monotonic()))
     cpu_after = (server.cpu_seconds() - cpu_before - cpu_during * (stop - start) / 100
@@ -236,16 +237,16 @@ def attack(name, server, classroom, seconds):
     return figures
 
 
-def churn(port, address, until):
+def churn(port, address, seconds):
     """8 threads each: connect, 3 short messages, close, again and again."""
-    return churning(port, address, until, CHURN_THREADS,
+    return churning(port, address, seconds, CHURN_THREADS,
                     [short_message(n) for n in range(CHURN_MESSAGES)])
 
 
-def churn_bytes(port, address, until):
+def churn_bytes(port, address, seconds):
     """16 threads each: connect, one message of about 6 KB, close, again and again."""
     # 996 control characters, each \\u0001 in JSON: 6 KB the chat reads, then refuses.
-    return churning(port, address, until, BYTES_THREADS,
+    return churning(port, address, seconds, BYTES_THREADS,
                     [json.dumps({"name": "attacker", "message": "\x01" * 996})])
 
 
@@ -253,7 +254,10 @@ def short_message(n):
     return json.dumps({"name": "attacker", "message": f"churn {n}"})
 
 
-def churning(port, address, until, threads, messages):
+def churning(port, address, seconds, threads, messages):
+    """Each attack returns when it started and stopped, and its own figures."""
+    start = time.monotonic()
+    until = start + seconds
     data = b"".join(client_frame(m) for m in messages) + client_frame(b"\x03\xe8", 0x8)
     totals = {"connections": 0, "refused": 0, "sent": 0}
     lock = threading.Lock()
@@ -282,12 +286,12 @@ def churning(port, address, until, threads, messages):
                 sock.close()
 
     run_threads(loop, threads)
-    return {"attacker connections": totals["connections"],
+    return start, time.monotonic(), {"attacker connections": totals["connections"],
             "attacker connections refused": totals["refused"],
             "attacker sent KB": totals["sent"] / 1000}
 
 
-def busy(port, address, until):
+def busy(port, address, seconds):
     """64 connections send empty frames flat out, and read everything they are sent."""
     sockets = []
     for _ in range(BUSY_CONNECTIONS):
@@ -304,6 +308,8 @@ def busy(port, address, until):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, ATTACKER_SEND_BUFFER)
         sock.setblocking(False)
     pending = {sock: empty for sock in sockets}
+    start = time.monotonic()  # the connections are open: the attack begins
+    until = start + seconds
     while time.monotonic() < until:
         for sock in sockets:
             try:
@@ -316,15 +322,17 @@ def busy(port, address, until):
             sent += taken
             pending[sock] = pending[sock][taken:] or empty
         time.sleep(0.001)
+    stopped = time.monotonic()
     stop.set()
     reading.join()
     for sock in sockets:
         sock.close()
-    return {"attacker connections": len(sockets), "attacker connections refused": 0,
-            "attacker sent KB": sent / 1000}
+    return start, stopped, {"attacker connections": len(sockets),
+                            "attacker connections refused": 0,
+                            "attacker sent KB": sent / 1000}
 
 
-def refused_flood(port, address, until):
+def refused_flood(port, address, seconds):
     """Hold the address's 64 places with idle connections; 16 threads each: connect (and
     be refused), send 4 MiB of empty frames, close, again and again."""
     held = []
@@ -340,6 +348,8 @@ def refused_flood(port, address, until):
     empty = client_frame(b"") * (64 * 1024 // 6)
     totals = {"connections": 0, "refused": 0, "sent": 0, "let in": 0}
     lock = threading.Lock()
+    start = time.monotonic()  # the address is full: the attack begins
+    until = start + seconds
 
     def loop():
         while time.monotonic() < until:
@@ -367,11 +377,12 @@ def refused_flood(port, address, until):
                 sock.close()
 
     run_threads(loop, REFUSED_THREADS)
+    stopped = time.monotonic()
     stop.set()
     reading.join()
     for sock in held:
         sock.close()
-    return {"attacker connections": totals["connections"] + len(held),
+    return start, stopped, {"attacker connections": totals["connections"] + len(held),
             "attacker connections refused": totals["refused"],
             "attacker sent KB": totals["sent"] / 1000}
 
