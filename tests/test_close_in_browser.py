@@ -16,10 +16,11 @@ import os
 import threading
 
 import pytest
+from flask import Flask
 from werkzeug.serving import make_server
 
 import app as card
-from chat_helpers import CHAT_APP, wait_until
+from chat_helpers import CHAT_APP, ROOM, wait_until
 from hardened import chat as hardened
 from hardened.safeguards import limits
 
@@ -41,6 +42,7 @@ CHROMIUM_ARGS = [
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]
 BROWSER_TIMEOUT = 20  # seconds any one wait may take; passing tests never wait this long
+LONGEST_FIRST_RETRY = 1.5  # seconds: a page that retried after a 1008 would have by then
 CARD_APP = card.create_app()  # the card's chat, as `flask run` serves it
 
 # Before the page's own script: every close event's code and reason, in window.closes.
@@ -129,7 +131,7 @@ def test_the_hardened_page_shows_a_refusal_and_its_reason(open_page, monkeypatch
     errors = []
     monkeypatch.setattr("threading.excepthook", errors.append)
     monkeypatch.setattr(limits, "CONNECTIONS_PER_ADDRESS", 1)
-    hardened.history.clear()
+    ROOM.history.clear()
     url, httpd = serve(CHAT_APP)
     reason = "Too many connections from your address (at most 1); close one and try again."
     try:
@@ -141,9 +143,40 @@ def test_the_hardened_page_shows_a_refusal_and_its_reason(open_page, monkeypatch
     finally:
         httpd.shutdown()
         httpd.server_close()
-        with hardened.clients_lock:
-            for ws in hardened.clients:
-                hardened.hang_up(ws)
-        wait_until(lambda: not hardened.clients, timeout=BROWSER_TIMEOUT)
+        hang_up_all(ROOM)
     assert not [line for line in open_page.console if "Invalid frame header" in line]
     assert errors == []
+
+
+def hang_up_all(room):
+    with room.lock:
+        for ws in room.clients:
+            hardened.hang_up(ws)
+    wait_until(lambda: not room.clients, timeout=BROWSER_TIMEOUT)
+
+
+def test_the_hardened_page_shows_a_refused_login_and_stops_trying(open_page):
+    """A host's login (CHAT_ALLOW) that no longer lets the person in, say their session
+    ended: the socket is closed with 1008 and the reason, which the page shows; it does not
+    knock again every few seconds, as it does after a drop or a 1013."""
+    allowed = [True]
+    app = Flask(__name__)
+    app.config["CHAT_ALLOW"] = lambda: allowed[0]
+    app.register_blueprint(hardened.bp)
+    room = hardened.room_of(app)
+    url, httpd = serve(app)
+    try:
+        page = open_page(url)
+        allowed[0] = False  # logged out elsewhere; the connection drops, the page reconnects
+        hang_up_all(room)
+        expect(page.locator("#error")).to_have_text(hardened.NOT_ALLOWED)
+        assert first_close(page)[0] == 1006  # the cut
+        page.wait_for_function("window.closes.length > 1")
+        assert page.evaluate("window.closes[1]") == [1008, hardened.NOT_ALLOWED]
+        page.wait_for_timeout(LONGEST_FIRST_RETRY * 1000)
+        assert page.evaluate("window.closes.length") == 2  # no third try
+        expect(page.locator("#status")).to_have_text("offline")
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        hang_up_all(room)
