@@ -10,14 +10,20 @@ import os
 import socket
 import threading
 import time
+import unittest.mock
 
 import pytest
 import simple_websocket
 from werkzeug.serving import make_server
 
 from hardened import chat
+from hardened.safeguards import process
 
-CHAT_APP = chat.create_app()  # the chat alone, as `flask --app hardened run` serves it
+# The chat alone, as `flask --app hardened run` serves it; but importing a test module must
+# change nothing in the process, so the tuning of create_app() waits for the first test
+# that serves the chat (the server fixture).
+with unittest.mock.patch.object(process, "tune_for_many_websockets"):
+    CHAT_APP = chat.create_app()
 ROOM = chat.room_of(CHAT_APP)  # its room: who is in it, and its history
 # The names the room's parts had when they were chat.py's globals, for the test files
 # that still use them (test_browser.py, test_close_in_browser.py, test_notices.py,
@@ -30,6 +36,7 @@ TIMEOUT = 5  # seconds any single wait may take before the test fails
 @pytest.fixture
 def server(monkeypatch, caplog):
     """Serve the app with Werkzeug's threaded server, as `flask run` does."""
+    process.tune_for_many_websockets()  # as create_app() does
     ROOM.history.clear()
     errors = []
     monkeypatch.setattr("threading.excepthook", errors.append)
