@@ -6,7 +6,8 @@ the names of one file, which its title names:
   guide first show it (step 05: a writer thread and an outbox per connection);
 - docs/threads-card.png: app.py, the card's chat, that step 15 ends at (the outbox is
   bounded, the history and the clean close are in);
-- docs/threads-hardened.png: hardened/chat.py, whose one sender writes to the whole room.
+- docs/threads-hardened.png: hardened/chat.py, where each app has a room of its own, whose
+  one sender writes to all of it, taking each sending address's frames in turn.
 
 Two connections are drawn in full; every other one is the same. Run it from the project's
 folder, with matplotlib installed (pip install matplotlib):
@@ -75,14 +76,16 @@ def canvas(title):
     return fig, ax
 
 
-def lock_frame(ax):
-    """The dashed frame of what clients_lock guards, and its title."""
+CARD_LOCK = "guarded by clients_lock\n(one threading.Lock)"
+
+
+def lock_frame(ax, title=CARD_LOCK):
+    """The dashed frame of what the lock guards, and its title."""
     ax.add_patch(FancyBboxPatch((77, 11), 28, 52, boxstyle="round,pad=0.5",
                                 facecolor="none", edgecolor=LOCK, linewidth=2.2,
                                 linestyle="--"))
-    return ax.text(91, 64.2, "guarded by clients_lock\n(one threading.Lock)",
-                   ha="center", va="bottom", fontsize=FONT + 0.5, color=LOCK,
-                   fontweight="bold")
+    return ax.text(91, 64.2, title, ha="center", va="bottom", fontsize=FONT + 0.5,
+                   color=LOCK, fontweight="bold")
 
 
 # What differs between step 05's chat and the card's, app.py at step 15.
@@ -218,8 +221,9 @@ def hardened_connection(ax, bottom, person, flipped):
         box(ax, 28.5, y(17.5, 4.5), 26, 4.5,
             "reader thread: simple-websocket's\nreads frames, answers pings", THREAD),
         box(ax, 28.5, y(8.5, 6.5), 26, 6.5,
-            "handler thread: chat(ws)\njoin(ws), then receive_messages():\n"
-            "ws.receive(), check, broadcast();\nat the end, leave(ws)", THREAD, weight="bold"),
+            "handler thread: chat(ws), in\nroom_of(current_app): join(room, ws),\n"
+            "receive_messages(): ws.receive(),\ncheck, broadcast(); leave(room, ws)",
+            THREAD, weight="bold"),
         box(ax, 28.5, y(1, 4.5), 20, 4.5,
             "writer thread, only while behind:\nwrite_frames() sends what\n"
             "waits, one write at a time", THREAD, faded=True),
@@ -244,42 +248,50 @@ def hardened_connection(ax, bottom, person, flipped):
 
 
 def hardened_shared_state(ax):
-    """to_send, clients and history, all under clients_lock."""
-    title = lock_frame(ax)
+    """The app's room: to_send, clients and history, all under room.lock."""
+    title = lock_frame(ax, "one Room per app: room_of(current_app),\n"
+                           "guarded by room.lock (one threading.Lock)")
     boxes = [
-        box(ax, 78.5, 12, 10.5, 50, "to_send\n\nframes for\nthe room's\nsender:\n"
-            "(frame,\nto whom:\nEVERYONE\nor one ws)\n\nqueue_to_\nsend()\nappends,\n"
-            "notifies", SHARED, weight="bold"),
+        box(ax, 78.5, 12, 10.5, 50, "to_send\n\neach sending\naddress's\nframes, in a\n"
+            "line of its own:\n(frame,\nto whom:\nEVERYONE\nor one ws,\nwhen)\n\n"
+            "queue_to_\nsend() adds\nto its line,\nnotifies\nframes_to_\nsend\n\n"
+            "taken in turn:\nwho sends\nthe most waits\nfor its own", SHARED,
+            weight="bold"),
         box(ax, 92, 39.5, 12, 22.5, "clients\n\n{ each open ws:\nits outbox }\n\n"
             "join() adds,\nleave() removes;\nthe room's\nsender copies it", SHARED,
             weight="bold"),
-        box(ax, 92, 12, 12, 22.5, "history\n\nthe last 10\nframes: the\n"
-            "room's sender\nadds each\nbroadcast;\njoin() sends\nthem to a\nnewcomer",
+        box(ax, 92, 12, 12, 22.5, "history\n\nthe last\nHISTORY_SIZE\n(10) frames:\n"
+            "the room's\nsender adds\neach broadcast;\njoin() sends\nthem to a\nnewcomer",
             SHARED, weight="bold"),
     ]
     return boxes, title
 
 
+SENDER_WIDTH = 41.5  # drawing units: up to the arrow from to_send
+
+
 def room_sender(ax, middle):
     """The one thread that writes to every client, between the two rows: a bold heading
     over what it does. Returns its box twice, once with each of its texts."""
-    patch, _ = box(ax, 28.5, middle - 6, 38.5, 12, "", THREAD)
-    heading = ax.text(47.75, middle + 5.2, "the room's sender: send_to_room()", ha="center",
-                      va="top", fontsize=FONT, fontweight="bold")
-    words = ax.text(47.75, middle - 1,
-                    "one thread for the whole room. Under clients_lock, it takes\n"
-                    "the oldest frames of to_send (one write's worth), adds the\n"
-                    "broadcast ones to history, copies clients. Then, outside the\n"
-                    "lock, send_frames() for each client: one non-blocking write\n"
-                    "(send_now) if nothing waits in its outbox; else, or if the\n"
-                    "socket took only part, into the outbox, and a writer starts",
+    patch, _ = box(ax, 28.5, middle - 6.5, SENDER_WIDTH, 13, "", THREAD)
+    heading = ax.text(28.5 + SENDER_WIDTH / 2, middle + 6.1,
+                      "the room's sender: send_to_room(room)", ha="center", va="top",
+                      fontsize=FONT, fontweight="bold")
+    words = ax.text(28.5 + SENDER_WIDTH / 2, middle - 1.1,
+                    "one thread per room, running until SENDER_IDLE of quiet. Under\n"
+                    "room.lock, take_in_turn() takes one write's worth of to_send,\n"
+                    "each address's oldest frame in turn; it adds the broadcast ones\n"
+                    "to history and copies clients. Then, outside the lock,\n"
+                    "send_frames() to each client: one non-blocking write (send_now)\n"
+                    "if nothing waits in its outbox; else, or if the socket took only\n"
+                    "part, into the outbox, and a writer starts",
                     ha="center", va="center", fontsize=FONT, linespacing=1.35)
     return [(patch, heading), (patch, words)]
 
 
 def draw_hardened():
-    fig, ax = canvas("How hardened/chat.py serves the room: two threads per connection, one"
-                     " sender for the whole room, one lock for what they share")
+    fig, ax = canvas("How hardened/chat.py serves an app's room: two threads per"
+                     " connection, one sender for the room, one lock for what they share")
 
     boxes, lock_title = hardened_shared_state(ax)
     arrows, labels = [], [lock_title]
@@ -294,37 +306,43 @@ def draw_hardened():
         arrows += own_arrows
         labels += own_labels
     labels.append(ax.text(0.5, 0.5, "… and the same for every other browser: its own"
-                          " socket, reader, handler and outbox, and a writer only while it"
-                          " is behind; the room's sender, one thread, writes to them all.",
+                          " socket, reader, handler and outbox, and a writer only while"
+                          " it is behind; the room's sender, one thread per room, writes"
+                          " to them all.",
                           fontsize=FONT, fontstyle="italic"))
 
     boxes += room_sender(ax, middle)
-    arrows.append(arrow(ax, (78.1, middle), (67.4, middle), colour=LOCK))
-    labels.append(label(ax, 72.75, middle + 0.4, "takes\nthe oldest", colour=LOCK))
+    arrows.append(arrow(ax, (78.1, middle), (28.9 + SENDER_WIDTH, middle), colour=LOCK))
+    # Its label between the sender and the lock's frame, clear of both.
+    labels.append(label(ax, (76.5 + 28.9 + SENDER_WIDTH) / 2, middle + 0.4,
+                        "takes\nin turn", colour=LOCK))
     for person, y in rows.items():
         # Each handler hands its frames to the room's sender: every message, and an
-        # error for the sender alone, in order after what it sent before.
+        # error for the sender alone, in its address's turn, after what it sent before.
         above, below = ("bottom", "top") if person == "Ada" else ("top", "bottom")
         arrows += [arrow(ax, (54.9, y(13)), (78.1, y(13))),
                    arrow(ax, (54.9, y(10)), (78.1, y(10)), colour=ERROR, dashed=True),
                    # The room's sender writes a client's frames at once, or, while it is
                    # behind, into its outbox.
                    arrow(ax, (28.1, y(-4)), (22.4, y(-4)), colour=DELIVERY),
-                   arrow(ax, (59, y(-2.6)), (59, y(0.6)), colour=DELIVERY)]
+                   arrow(ax, (59, y(-2.1)), (59, y(0.6)), colour=DELIVERY)]
         labels += [label(ax, 55.5, y(13.4), "broadcast() → deliver() →\n"
-                         "queue_to_send(frame, EVERYONE)", ha="left", va=above),
-                   label(ax, 55.5, y(9.6), "an error: queue_to_send(reply, ws),\n"
-                         "to the sender alone, in order", colour=ERROR, ha="left", va=below),
+                         "queue_to_send(room, frame,\nEVERYONE, its address)", ha="left",
+                         va=above),
+                   label(ax, 55.5, y(9.6), "an error: queue_to_send(room, reply,\n"
+                         "ws, its address): to it alone, in turn", colour=ERROR, ha="left",
+                         va=below),
                    label(ax, 25.25, y(-4) + 0.4, "bytes out", colour=DELIVERY),
-                   label(ax, 59.6, (y(-2.6) + y(0.6)) / 2, "if behind", colour=DELIVERY,
+                   label(ax, 59.6, (y(-2.1) + y(0.6)) / 2, "if behind", colour=DELIVERY,
                          ha="left", va="center")]
 
     return fig, boxes, arrows, labels
 
 
 def clashes(fig, boxes, arrows, labels):
-    """What runs into what, in the drawn picture: a box's text out of its box, a label on
-    a box, on another label or on an arrow. Empty in a clean drawing."""
+    """What runs into what, in the drawn picture: a box's text out of its box or into the
+    box's other text, a label on a box, on another label or on an arrow. Empty in a clean
+    drawing."""
     renderer = fig.canvas.get_renderer()
 
     def extent(artist, gap=0):
@@ -333,6 +351,9 @@ def clashes(fig, boxes, arrows, labels):
     found = [f"{words.get_text()!r} spills out of its box" for patch, words in boxes
              if not extent(patch).contains(*extent(words).min)
              or not extent(patch).contains(*extent(words).max)]
+    found += [f"{a.get_text()!r} runs into {b.get_text()!r}"  # a heading and its text
+              for (box_a, a), (box_b, b) in itertools.combinations(boxes, 2)
+              if box_a is box_b and extent(a, LABEL_GAP).overlaps(extent(b))]
     spaced = [(text, extent(text, LABEL_GAP)) for text in labels]
     found += [f"{a.get_text()!r} runs into {b.get_text()!r}"
               for (a, one), (b, other) in itertools.combinations(spaced, 2)

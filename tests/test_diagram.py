@@ -82,6 +82,18 @@ def code_names(text):
     return found
 
 
+# What each drawing must show, at the least: its chat's connection and what its lock guards.
+# The card's chats guard a set with clients_lock; the hardened one, an app's Room with
+# room.lock, whose sender takes each address's frames in turn.
+CARD_NAMES = {"chat", "clients", "clients_lock", "write_frames"}
+REQUIRED = {
+    "threads.png": CARD_NAMES,
+    "threads-card.png": CARD_NAMES,
+    "threads-hardened.png": {"chat", "clients", "write_frames", "room_of", "room", "lock",
+                             "to_send", "take_in_turn", "send_to_room"},
+}
+
+
 def drawn_texts(name):
     fig = diagram.figure(name)
     try:
@@ -100,7 +112,8 @@ def test_every_name_drawn_is_in_the_file_the_drawing_shows(name):
     folder = source.parent.relative_to(ROOT).as_posix()
     assert source.name in title and (folder == "." or folder in title), title
     drawn = set().union(*(code_names(text) for text in texts))
-    assert {"chat", "clients", "clients_lock", "write_frames"} <= drawn
+    assert name in REQUIRED, f"say in REQUIRED which names {name} must show"
+    assert REQUIRED[name] <= drawn, f"{name} lacks {sorted(REQUIRED[name] - drawn)}"
     missing = sorted(drawn - known)
     assert not missing, f"{name} draws names that {source.relative_to(ROOT)} lacks: {missing}"
 
@@ -110,6 +123,13 @@ def test_the_check_catches_a_name_from_another_step():
     step_05 = identifiers(ROOT / "workshop/steps/05-writer/app.py")
     drawn = code_names("to_send; send_to_room(), queue_to_send(); Outbox(list); history")
     assert drawn - step_05 == {"to_send", "send_to_room", "queue_to_send", "Outbox", "history"}
+
+
+def test_the_check_catches_a_name_the_hardened_chat_dropped():
+    """What the room per app left behind: clients_lock, in the hardened chat's diagram."""
+    hardened = identifiers(ROOT / "hardened/chat.py")
+    drawn = code_names("guarded by clients_lock\n(one threading.Lock); under room.lock")
+    assert drawn - hardened == {"clients_lock"}
 
 
 @pytest.mark.parametrize("name", sorted(diagram.DRAWINGS))
