@@ -49,6 +49,12 @@ SHARE_BURST = 3                  # messages a connection may send at once on its
 READ_BYTES_BURST = 256 * 1024    # four of the largest frames app.py accepts
 READ_BYTES_PER_SECOND = 64 * 1024
 SHARE_BYTES_BURST = 8 * 1024     # a connection's share: its largest message, whole
+# Every message costs the chat a parse and an answer (its broadcast, or an error), however
+# few its bytes: 64 connections sending empty frames flat out, within the byte rate
+# (11,000 frames a second), buried the room's sender in error replies, and a class's
+# messages lagged 2.2 s. So a message is also charged bytes: reading slows down at twice
+# the message rate, which no one within it reaches.
+MESSAGE_BYTES = READ_BYTES_PER_SECOND // (2 * MESSAGES_PER_SECOND)
 # Each websocket let in gets a share of the allowances above: an address may open them at
 # a bounded rate, or closing and opening again would buy more. The burst lets a class of
 # 35 behind one NAT join at once and every one of them reload, with room to spare; after

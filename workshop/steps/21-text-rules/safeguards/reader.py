@@ -12,8 +12,9 @@ closes, and queues messages for `ws.receive()`. websocket.py gives it `ReaderThr
   count arrivals, not the moment the handler gets round to a message (it may have been
   held up, e.g. by a slow Redis).
 - the bytes one address makes us read are bounded (limits.pace_reading), pings and other
-  control frames included, which never reach the handler; and the connection's shares of
-  its address's allowances are given as it opens (limits.join), from what they hold then.
+  control frames included, which never reach the handler, and each message counts as
+  limits.MESSAGE_BYTES more; and the connection's shares of its address's allowances are
+  given as it opens (limits.join), from what they hold then.
 
 Relies on simple-websocket 1.1's private parts (selfcheck.py checks them): the thread is
 made as `thread_class(target=ws._thread)`; `ws.input_buffer`, the list that `_thread`
@@ -41,7 +42,7 @@ class ReaderThread(threading.Thread):
         super().__init__(target=target, daemon=True)  # never what keeps a process alive
         self.ws = target.__self__  # the simple_websocket.Server this thread reads
         self.address = self.ws.environ["REMOTE_ADDR"]
-        self.ws.input_buffer = Arrivals()
+        self.ws.input_buffer = Arrivals(self.address, self.ws)
         limits.join(self.address, self.ws)
         self.ws.sock = PacedSocket(self.ws.sock, self.address, self.ws)
 
@@ -56,15 +57,19 @@ class ReaderThread(threading.Thread):
 
 
 class Arrivals(list):
-    """The messages `ws.receive()` pops from the front of, and when each arrived."""
+    """The messages `ws.receive()` pops from the front of, and when each arrived. Each is
+    charged limits.MESSAGE_BYTES as it arrives: the reading slows for a connection that
+    sends many small ones."""
 
-    def __init__(self):
+    def __init__(self, address, connection):
         super().__init__()
         self.times = collections.deque()
         self.last_arrival = None  # of the message popped last
+        self.address, self.connection = address, weakref.ref(connection)  # as PacedSocket
 
     def append(self, message):
-        self.times.append(time.monotonic())
+        limits.pace_reading(self.address, self.connection(), limits.MESSAGE_BYTES)
+        self.times.append(time.monotonic())  # once paced: it arrives when we take it
         super().append(message)
 
     def pop(self, index=-1):
