@@ -833,7 +833,11 @@ def refused(url):
                 s, status, _ = raw_handshake(url)
             except OSError:
                 continue
-            counts["let in" if status == 101 else "refused"] += 1
+            if status == 101:  # a place came free (or opening fast was forgiven): hold it
+                counts["let in"] += 1
+                held_open.append(s)
+                continue
+            counts["refused"] += 1
             s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SMALL_SEND_BUFFER)
             s.settimeout(REFUSED_PATIENCE)
             sent = 0
@@ -857,19 +861,18 @@ def refused(url):
     reset_all(held_open)
     close_all(room)
     did = (f"one address held {len(held_open)} connections, then opened "
-           f"{counts['refused'] + counts['let in']} more, each sending 4 MiB of empty "
+           f"{counts['refused']} more that the chat refused, each sending 4 MiB of empty "
            "messages")
-    if counts["let in"] or not counts["refused"]:
-        return False, (f"{did}: {counts['let in']} of them were let in, beyond what one "
-                       f"address may hold; {how}")
+    if len(held_open) > ADDRESS_CONNECTIONS or not counts["refused"]:
+        return False, (f"{len(held_open)} connections from one address got in (the chat "
+                       f"refused {counts['refused']}): more than the {ADDRESS_CONNECTIONS} "
+                       f"the finished chat lets an address hold; {how}")
     if counts["read whole"]:
-        return False, (f"{did}: all were refused, yet the chat read the whole 4 MiB of "
-                       f"{counts['read whole']} of them, megabytes a second for nothing; "
-                       f"{how}")
+        return False, (f"{did}, yet it read the whole 4 MiB of {counts['read whole']} of "
+                       f"them, megabytes a second for nothing; {how}")
     if not held or not back:
-        return False, f"{did}: all were refused, but {how if not held else after}"
-    return True, (f"{did}: all were refused, and the chat hung up on each before it had "
-                  f"read its 4 MiB; {how}")
+        return False, f"{did}; but {how if not held else after}"
+    return True, (f"{did}: it hung up on each before it had read its 4 MiB; {how}")
 
 
 GOODBYE = bytes(FrameProtocol(client=True, extensions=[]).close(1000))
@@ -919,11 +922,13 @@ def reset_all(sockets):
         reset(s)
 
 
-# In the order the tutorial's steps fix them.
+# In the order the tutorial's steps fix them, but refused (19-reader) last: it holds its
+# address's 64 places, and the finished chat counts the connections an address opens a
+# second, so swarm and churn, from the same address, would be refused right after it.
 DEMOS = {"vanish": vanish, "race": race, "stall": stall, "garbage": garbage,
          "flood": flood, "origin": origin, "pause": pause, "crowd": crowd,
-         "oversize": oversize, "refused": refused, "swarm": swarm, "churn": churn,
-         "spoof": spoof, "headers": headers}
+         "oversize": oversize, "swarm": swarm, "churn": churn, "spoof": spoof,
+         "headers": headers, "refused": refused}
 
 
 # The clients.
