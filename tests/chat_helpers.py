@@ -25,10 +25,6 @@ from hardened.safeguards import process
 with unittest.mock.patch.object(process, "tune_for_many_websockets"):
     CHAT_APP = chat.create_app()
 ROOM = chat.room_of(CHAT_APP)  # its room: who is in it, and its history
-# The names the room's parts had when they were chat.py's globals, for the test files
-# that still use them (test_browser.py, test_close_in_browser.py, test_notices.py,
-# test_proxy.py): the same objects, CHAT_APP's.
-chat.clients, chat.history, chat.clients_lock = ROOM.clients, ROOM.history, ROOM.lock
 
 TIMEOUT = 5  # seconds any single wait may take before the test fails
 

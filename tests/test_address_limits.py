@@ -10,9 +10,8 @@ import threading
 
 import pytest
 
-from chat_helpers import (TIMEOUT, close, connect, raw_handshake, receive, say, server,  # noqa: F401
-                          wait_until)
-from hardened import chat
+from chat_helpers import (ROOM, TIMEOUT, close, connect, raw_handshake, receive, say,
+                          server, wait_until)  # noqa: F401
 from hardened.safeguards import limits, websocket
 from test_faults import frame, frames_until_answered, refusal
 
@@ -57,7 +56,7 @@ def test_closing_and_opening_again_buys_no_messages(server, monkeypatch):
         answers = frames_until_answered(ws, f"{round_}.", 3)
         accepted += sum("error" not in answer for answer in answers)
         close(ws)
-        wait_until(lambda: not chat.clients)
+        wait_until(lambda: not ROOM.clients)
     assert accepted == 6  # the address's pool, and not one more
 
 
@@ -82,7 +81,7 @@ def test_an_address_opens_websockets_at_a_bounded_rate(server, monkeypatch):
     monkeypatch.setattr(limits, "CONNECTS_PER_SECOND", 0.001)
     for _ in range(3):
         close(connect(server))
-        wait_until(lambda: not chat.clients)
+        wait_until(lambda: not ROOM.clients)
     s, response = raw_handshake(server)
     assert response.split()[1] == "101"  # so that the page can read why
     assert refusal(s) == "You are connecting too often; wait a moment."

@@ -16,8 +16,7 @@ import urllib.request
 import pytest
 import simple_websocket
 
-from chat_helpers import TIMEOUT, receive, say, server, wait_until  # noqa: F401
-from hardened import chat
+from chat_helpers import ROOM, TIMEOUT, receive, say, server, wait_until  # noqa: F401
 
 SLOW_CLIENTS = 200      # the figure: enough to hold every thread of gunicorn's 100
 HEADER_TIMEOUT = 2      # seconds; docs/deploying.md says 10 s, shortened so the test is quick
@@ -115,7 +114,7 @@ def test_slow_headers_stop_at_the_proxy_and_newcomers_still_get_in(proxy):
     finally:
         for s in slow:
             s.close()
-    wait_until(lambda: not chat.clients)
+    wait_until(lambda: not ROOM.clients)
 
 
 def is_closed(s, timeout):
