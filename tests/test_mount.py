@@ -280,3 +280,15 @@ def test_registering_fails_at_once_naming_the_versions_if_a_library_moved(monkey
 
 def test_every_relied_on_part_of_the_installed_libraries_is_there():
     assert [what for what, holds in selfcheck.CHECKS if not holds()] == []
+
+
+def test_the_check_sees_a_library_that_uses_a_refused_connections_reader(monkeypatch):
+    """A refused connection's reader is a stand-in that never starts (websocket.NoReader):
+    a release of simple-websocket that joined its reader on close would wait on it."""
+    def close(self, reason=None, message=None):
+        self.sock.send(b"")  # as the library's close() does, so that only the join differs
+        self.thread.join()
+
+    monkeypatch.setattr(simple_websocket.ws.Base, "close", close)
+    assert [what for what, holds in selfcheck.CHECKS if not holds()] == [
+        next(what for what, _ in selfcheck.CHECKS if "NoReader" in what)]

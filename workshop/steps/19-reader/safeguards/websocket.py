@@ -22,8 +22,8 @@ Relies on (selfcheck.py checks them at start-up):
   ConnectionClosed, which `receive()` raises once the connection is over;
 - how flask-sock 0.7 ends a websocket request: under gunicorn a response that raises
   StopIteration, so gunicorn writes nothing more; under Werkzeug, see NothingMore;
-- (not checked) simple_websocket.Server making its reader as `thread_class(target=...)`,
-  setting its `name` and calling its `start()`, which NoReader does not start;
+- simple_websocket.Server making its reader as `thread_class(target=...)`, and using it
+  only to set its `name` and call its `start()`, which NoReader does not start;
 - Werkzeug and gunicorn using the request's socket by its file descriptor to the end
   of the request, and taking a write that fails with EPIPE as a client gone (see cut()).
 """

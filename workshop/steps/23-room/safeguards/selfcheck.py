@@ -61,6 +61,12 @@ CHECKS = [
                           "selector_class")),
     ("simple-websocket no longer starts its reader as thread_class(target=self._thread)",
      lambda: "thread_class(target=self._thread)" in source(Base.__init__)),
+    ("simple-websocket no longer uses its reader thread only for .name and .start(), which "
+     "a refused connection's stand-in (websocket.NoReader) provides",
+     lambda: "self.thread.name = self.thread.name" in source(Base.__init__)
+     and "self.thread.start()" in source(Base.__init__)
+     and all(source(method).count("self.thread") == 0 for method in
+             (Base.close, Base.receive, Base.send, Base._thread, Base._handle_events))),
     ("simple-websocket no longer queues messages in ws.input_buffer, popped oldest first",
      lambda: "self.input_buffer = []" in source(Base.__init__)
      and "self.input_buffer.pop(0)" in source(Base.receive)
