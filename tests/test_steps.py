@@ -57,6 +57,7 @@ FIXED_BY = {
     "pause": "17-whole-frames",
     "crowd": "18-guards",
     "refused": "19-reader",
+    "busy": "19-reader",
     "swarm": "20-limits",
     "churn": "20-limits",
     "spoof": "21-text-rules",

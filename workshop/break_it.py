@@ -659,7 +659,7 @@ def oversize(url):
 
 
 # One address at a time, beside a room of ROOM people who each say something every
-# TALK_PACE s: churn and refused. The room holds if none of its messages is
+# TALK_PACE s: churn, busy and refused. The room holds if none of its messages is
 # refused and each reaches everyone within TALK_LAG s, during the attack and after it.
 ATTACK_SECONDS = 2  # each attack's length: enough for the room to feel it, short to run
 TALK_PACE = 0.5     # seconds between one person's messages: a lively room
@@ -818,6 +818,54 @@ def churn(url):
     return True, f"{did}, no more than its address may; {how}"
 
 
+def busy(url):
+    """one address's 64 connections send empty frames flat out: does the room stay quick?"""
+    tag = new_tag()
+    room = gather(url, ROOM, tag)
+    opened = fill_the_address(url, ADDRESS_CONNECTIONS)
+    empty = FrameProtocol(client=True, extensions=[]).send_data("") * 500
+    stop_at = time.monotonic() + ATTACK_SECONDS
+
+    def send_flat_out(sockets):
+        for s in sockets:
+            s.settimeout(0.05)
+        while time.monotonic() < stop_at:
+            for s in sockets:
+                try:
+                    s.sendall(empty)
+                except OSError:  # full (timed out), or cut off
+                    pass
+
+    def read_everything():  # as a browser does: what it is sent never piles up
+        while time.monotonic() < stop_at + 1:
+            for s in opened:
+                try:
+                    s.recv(65536, socket.MSG_DONTWAIT)
+                except OSError:
+                    pass
+            time.sleep(0.01)
+
+    with Conversation(room, tag) as talk:
+        threads = [DAEMON(target=send_flat_out, args=(opened[n::2],)) for n in range(2)]
+        threads.append(DAEMON(target=read_everything))
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(ATTACK_SECONDS + WAIT)
+    held, how = talk.verdict()
+    back, after = room_recovers(room, tag)
+    reset_all(opened)
+    close_all(room)
+    did = (f"one address's {len(opened)} connections sent empty messages flat out for "
+           f"{ATTACK_SECONDS} s, each within every limit of its own")
+    if not held:
+        return False, (f"{did}; {how}: reading, parsing and answering the empty ones "
+                       "took the room's turn")
+    if not back:
+        return False, f"{did}; {how}, but {after}: the chat was still busy with the attack"
+    return True, f"{did}; {how}, and {after}"
+
+
 def refused(url):
     """connections the chat refuses send megabytes anyway: does it read them all?"""
     tag = new_tag()
@@ -922,13 +970,14 @@ def reset_all(sockets):
         reset(s)
 
 
-# In the order the tutorial's steps fix them, but refused (19-reader) last: it holds its
-# address's 64 places, and the finished chat counts the connections an address opens a
-# second, so swarm and churn, from the same address, would be refused right after it.
+# In the order the tutorial's steps fix them, but busy and refused (19-reader) last: they
+# hold their address's 64 places, and the finished chat counts the connections an
+# address opens a second, so swarm and churn, from the same address, would be refused
+# right after them.
 DEMOS = {"vanish": vanish, "race": race, "stall": stall, "garbage": garbage,
          "flood": flood, "origin": origin, "pause": pause, "crowd": crowd,
          "oversize": oversize, "swarm": swarm, "churn": churn, "spoof": spoof,
-         "headers": headers, "refused": refused}
+         "headers": headers, "busy": busy, "refused": refused}
 
 
 # The clients.
