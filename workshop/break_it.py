@@ -803,7 +803,7 @@ def churn(url):
         for thread in attackers:
             thread.join(ATTACK_SECONDS + WAIT)
     held, how = talk.verdict()
-    back, after = room_recovers(room, tag)
+    back, after = room_recovers(room, tag) if held else (False, "")  # broken already
     close_all(room)
     got = talk.others / ATTACK_SECONDS
     most = (ADDRESS_BURST + ADDRESS_RATE * ATTACK_SECONDS) * 1.25 / ATTACK_SECONDS
@@ -853,7 +853,7 @@ def busy(url):
         for thread in threads:
             thread.join(ATTACK_SECONDS + WAIT)
     held, how = talk.verdict()
-    back, after = room_recovers(room, tag)
+    back, after = room_recovers(room, tag) if held else (False, "")  # broken already
     reset_all(opened)
     close_all(room)
     did = (f"one address's {len(opened)} connections sent empty messages flat out for "
@@ -905,7 +905,7 @@ def refused(url):
         for thread in threads:
             thread.join(ATTACK_SECONDS + 2 * WAIT)
     held, how = talk.verdict()
-    back, after = room_recovers(room, tag)
+    back, after = room_recovers(room, tag) if held else (False, "")  # broken already
     reset_all(held_open)
     close_all(room)
     did = (f"one address held {len(held_open)} connections, then opened "
