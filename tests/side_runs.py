@@ -13,16 +13,18 @@ import concurrent.futures
 # still need their turn on a 2-core CI machine.
 AT_ONCE = 4
 
-_pool = concurrent.futures.ThreadPoolExecutor(AT_ONCE)
+_pools = {}    # at_once -> its pool of threads
 _started = {}  # (test name, param) -> {value: future}
 
 
-def started(request, test_name, param, start):
+def started(request, test_name, param, start, at_once=AT_ONCE):
     """{value: future of start(value)} for each value the session's `test_name` tests take."""
     key = (test_name, param)
     if key not in _started:
         values = [item.callspec.params[param] for item in request.session.items
                   if getattr(item, "originalname", None) == test_name
                   and hasattr(item, "callspec") and not item.get_closest_marker("skip")]
-        _started[key] = {value: _pool.submit(start, value) for value in values}
+        if at_once not in _pools:
+            _pools[at_once] = concurrent.futures.ThreadPoolExecutor(at_once)
+        _started[key] = {value: _pools[at_once].submit(start, value) for value in values}
     return _started[key]

@@ -780,28 +780,47 @@ def test_break_it_names_leftovers_from_an_earlier_run_and_what_to_do(tmp_path):
     assert "Is the chat running?" not in output
 
 
+# Each demonstration mostly waits (for a stalled reader's timeout, a room's answer), and
+# has a server process of its own: three run at once (side_runs.py), which took the 45
+# runs below from about 5 minutes to 2 1/2 on a 2-core machine.
+DEMOS_AT_ONCE = 3
+
+
+@pytest.fixture
+def demo_run(request, tmp_path_factory):
+    """run(demo, step): `break_it.py demo` against the chat at that step, served in a
+    process of its own; started with every other selected run of the same test."""
+    def run(demo, step_for):
+        def start(value):
+            with served_in_a_process(step_for(value), tmp_path_factory.mktemp(value)) as url:
+                return break_it(value, url)
+        runs = started(request, request.node.originalname, "demo", start, DEMOS_AT_ONCE)
+        return runs[demo].result()
+    return run
+
+
+def step_before_the_fix(demo):
+    return STEPS[STEPS.index(FIXED_BY[demo]) - 1]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("demo", FIXED_BY)
-def test_each_demonstration_breaks_the_step_before_its_fix(demo, tmp_path):
-    before = STEPS[STEPS.index(FIXED_BY[demo]) - 1]
-    with served_in_a_process(before, tmp_path) as url:
-        status, output = break_it(demo, url)
+def test_each_demonstration_breaks_the_step_before_its_fix(demo, demo_run):
+    status, output = demo_run(demo, step_before_the_fix)
     assert status == 1 and "BROKE" in output, output
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("demo", FIXED_BY)
-def test_each_demonstration_holds_from_its_fix_on(demo, tmp_path):
-    with served_in_a_process(FIXED_BY[demo], tmp_path) as url:
-        status, output = break_it(demo, url)
+def test_each_demonstration_holds_from_its_fix_on(demo, demo_run):
+    status, output = demo_run(demo, FIXED_BY.get)
     assert status == 0 and "HELD" in output, output
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("demo", [*FIXED_BY, *HOLDS_THROUGHOUT])
-def test_every_demonstration_holds_against_the_finished_chat(demo, tmp_path):
-    with served_in_a_process("final", tmp_path) as url:
-        status, output = break_it(demo, url)
+def test_every_demonstration_holds_against_the_finished_chat(demo, demo_run):
+    status, output = demo_run(demo, lambda _: "final")
     assert status == 0 and "HELD" in output, output
 
 
