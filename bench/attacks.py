@@ -47,6 +47,9 @@ import tempfile
 import threading
 import time
 
+# Shared with bench/overload.py, beside this file (python puts its folder on sys.path).
+from overload import client_frame, errors_in, free_port, progress, wait_for_port
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 PROJECT = os.path.dirname(HERE)  # where hardened/ is, and flask runs
 CLASS_SIZE = 20           # a class, each on an address of its own: no one's limit is shared
@@ -492,17 +495,6 @@ def close_code(data):
     return None
 
 
-def client_frame(text, opcode=0x1):
-    """A client's frame, masked with a key of zeros (which leaves the payload as it is)."""
-    payload = text.encode() if isinstance(text, str) else bytes(text)
-    size = len(payload)
-    if size < 126:
-        header = bytes([0x80 | opcode, 0x80 | size])
-    else:
-        header = bytes([0x80 | opcode, 0x80 | 126]) + size.to_bytes(2, "big")
-    return header + b"\x00\x00\x00\x00" + payload
-
-
 # ---------------------------------------------------------------- the class
 
 class Classroom:
@@ -734,36 +726,6 @@ def shown(value):
     if isinstance(value, float):
         return f"{value:,.2f}" if abs(value) < 100 else f"{value:,.0f}"
     return f"{value:,}" if isinstance(value, int) else str(value)
-
-
-# ---------------------------------------------------------------- plumbing
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for_port(port, process):
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            sys.exit(f"the server exited with code {process.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    sys.exit("the server did not start listening in time")
-
-
-def errors_in(path):
-    with open(path, errors="replace") as f:
-        return sum(1 for line in f if "Traceback" in line or "ERROR" in line)
-
-
-def progress(text):
-    print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

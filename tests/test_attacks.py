@@ -15,6 +15,7 @@ import pytest
 pytest.importorskip("websockets")  # the class's clients: bench/requirements-bench.txt
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "bench"))
 import attacks  # noqa: E402
+from test_lan import has_alias  # noqa: E402
 
 SECONDS = 6  # each attack's length: several times any burst an address is allowed
 pytestmark = pytest.mark.slow
@@ -29,16 +30,6 @@ def room():
             attacks.Classroom(server.port) as classroom:
         yield server, classroom
     assert server.errors == 0, "errors in the server's log"
-
-
-def has_alias(address):
-    import socket
-    with socket.socket() as s:
-        try:
-            s.bind((address, 0))
-        except OSError:
-            return False
-    return True
 
 
 def assert_within_bounds(figures):
