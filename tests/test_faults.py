@@ -304,6 +304,7 @@ def handshake_with_a_close(server, headers):
         return response
 
 
+@pytest.mark.slow  # 1 s: a learner's pytest stays under a minute
 def test_a_client_that_leaves_right_after_its_handshake_costs_no_error(server):
     """Half of them reset the connection as the 101 goes out: that was a 500 and a
     traceback for each (ConnectionResetError in simple-websocket's handshake)."""
@@ -381,6 +382,7 @@ def frames_until_answered(ws, prefix, count):
     return answers
 
 
+@pytest.mark.slow  # 2 s: a learner's pytest stays under a minute
 def test_messages_are_counted_when_they_arrive(server, monkeypatch):
     """A handler held up (here by a slow broadcast, as by a slow Redis) must not then
     refuse messages that arrived at an allowed pace."""
@@ -411,6 +413,7 @@ def test_messages_are_counted_when_they_arrive(server, monkeypatch):
     bob.close()
 
 
+@pytest.mark.slow  # 2.5 s: a learner's pytest stays under a minute
 def test_pings_cannot_buy_unbounded_reading(server, monkeypatch):
     monkeypatch.setattr(limits, "READ_BYTES_BURST", 6000)
     monkeypatch.setattr(limits, "READ_BYTES_PER_SECOND", 6000)  # 1,000 pings a second

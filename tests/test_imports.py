@@ -13,7 +13,10 @@ import importlib, resource, sys
 before = sys.getswitchinterval(), resource.getrlimit(resource.RLIMIT_NOFILE)
 changed = []
 for name in sys.argv[1:]:
-    importlib.import_module(name)
+    try:
+        importlib.import_module(name)
+    except BaseException:  # pytest.skip() at import: a module that needs what is missing
+        pass
     now = sys.getswitchinterval(), resource.getrlimit(resource.RLIMIT_NOFILE)
     if now != before:
         changed.append(name)
