@@ -6,9 +6,8 @@ browser and pages these use.
 """
 import pytest
 
-from chat_helpers import wait_until
-from test_close_in_browser import (BROWSER_TIMEOUT, CARD_APP, browser, card, expect,  # noqa: F401
-                                   open_page, serve)
+from test_close_in_browser import (CARD_APP, browser, card, expect,  # noqa: F401
+                                   hang_up_card, open_page, serve)
 
 
 @pytest.fixture
@@ -18,10 +17,7 @@ def card_url():
     yield url
     httpd.shutdown()
     httpd.server_close()
-    with card.clients_lock:
-        for ws, _ in card.clients:
-            card.hang_up(ws)
-    wait_until(lambda: not card.clients, timeout=BROWSER_TIMEOUT)
+    hang_up_card()
 
 
 def send(page, text):

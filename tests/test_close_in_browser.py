@@ -12,7 +12,6 @@ them on the page and in the close event, and the console for "Invalid frame head
 They need Debian's chromium and Playwright for Python, as tests/test_browser.py does, and
 are skipped without them, unless REQUIRE_BROWSER=1 (CI), where they fail.
 """
-import os
 import threading
 
 import pytest
@@ -23,25 +22,8 @@ import app as card
 from chat_helpers import CHAT_APP, ROOM, wait_until
 from hardened import chat as hardened
 from hardened.safeguards import limits
+from test_browser import BROWSER_TIMEOUT, browser, expect  # noqa: F401
 
-CHROMIUM = "/usr/bin/chromium"  # Debian's package
-try:
-    from playwright.sync_api import expect, sync_playwright
-    MISSING = None if os.path.exists(CHROMIUM) else f"needs {CHROMIUM}: apt-get install chromium"
-except ImportError:
-    MISSING = "needs Playwright: pip install -r tests/requirements-browser.txt"
-if MISSING and os.environ.get("REQUIRE_BROWSER") == "1":  # CI: run them or fail, never skip
-    pytest.fail(MISSING, pytrace=False)
-if MISSING:
-    pytest.skip(MISSING, allow_module_level=True)
-
-CHROMIUM_ARGS = [
-    "--no-sandbox",  # the sandbox cannot start as root, as in CI and containers
-    "--disable-gpu",  # there is none; don't look for it
-    # Talk to nothing but our server: no update checks, no sync, no downloads.
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
-BROWSER_TIMEOUT = 20  # seconds any one wait may take; passing tests never wait this long
 LONGEST_FIRST_RETRY = 1.5  # seconds: a page that retried after a 1008 would have by then
 CARD_APP = card.create_app()  # the card's chat, as `flask run` serves it
 
@@ -56,17 +38,6 @@ window.WebSocket = class extends PageSocket {
   }
 };
 """
-
-expect.set_options(timeout=BROWSER_TIMEOUT * 1000)  # milliseconds
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
 
 def serve(wsgi_app):
     """Serve the app in this process, as `flask run` does, on a free port: its URL, and
@@ -119,10 +90,7 @@ def test_the_card_page_shows_a_1009_close_and_its_reason(open_page, monkeypatch)
     finally:
         httpd.shutdown()
         httpd.server_close()
-        with card.clients_lock:
-            for ws, _ in card.clients:
-                card.hang_up(ws)
-        wait_until(lambda: not card.clients, timeout=BROWSER_TIMEOUT)
+        hang_up_card()
     assert not [line for line in open_page.console if "Invalid frame header" in line]
     assert errors == []
 
@@ -146,6 +114,13 @@ def test_the_hardened_page_shows_a_refusal_and_its_reason(open_page, monkeypatch
         hang_up_all(ROOM)
     assert not [line for line in open_page.console if "Invalid frame header" in line]
     assert errors == []
+
+
+def hang_up_card():
+    with card.clients_lock:
+        for ws, _ in card.clients:
+            card.hang_up(ws)
+    wait_until(lambda: not card.clients, timeout=BROWSER_TIMEOUT)
 
 
 def hang_up_all(room):
