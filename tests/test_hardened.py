@@ -834,14 +834,18 @@ def test_flask_app_hardened_finds_the_chat():
 @pytest.mark.parametrize("threads", [None, "", "20"])
 def test_gunicorn_conf_gives_gunicorn_the_threads_the_chat_counts_on(monkeypatch, threads):
     """gunicorn loads hardened/gunicorn.conf.py by its path, so it reads
-    CHAT_SERVER_THREADS itself: the same number, and the same default, as settings.py."""
+    CHAT_SERVER_THREADS itself (100 unless set); its post_worker_init hook then tells the
+    chat the number gunicorn runs with, which limits.py counts websockets against."""
+    monkeypatch.setattr(os, "environ", dict(os.environ))  # what the hook sets stays here
     if threads is None:
         monkeypatch.delenv("CHAT_SERVER_THREADS", raising=False)
     else:
         monkeypatch.setenv("CHAT_SERVER_THREADS", threads)
     conf = runpy.run_path(os.path.join(HARDENED, "gunicorn.conf.py"))
-    read_now = runpy.run_path(settings.__file__)  # settings.py, read again in this environment
-    assert conf["threads"] == read_now["SERVER_THREADS"]
+    assert conf["threads"] == int(threads or 100)
+    worker = SimpleNamespace(cfg=SimpleNamespace(threads=conf["threads"]))  # as gunicorn's
+    conf["post_worker_init"](worker)
+    assert limits.server_threads() == conf["threads"]
     assert conf["wsgi_app"] == "hardened:create_app()" and conf["workers"] == 1
 
 

@@ -92,6 +92,5 @@ MESSAGES_PER_SECOND_PER_ADDRESS = whole_number("CHAT_MESSAGES_PER_SECOND_PER_ADD
 # 6to4 address does) has 65,536 /64s, so where scripts come from such networks, 48 or 56
 # (a home's usual delegations) holds a whole site to one share, its people included.
 IPV6_PREFIX = whole_number("CHAT_IPV6_PREFIX", 64, least=32, most=128)
-# Under gunicorn, the threads of each worker, which gunicorn.conf.py gives it: each
-# websocket holds one for life, so the chat lets in that many less SPARE_THREADS.
-SERVER_THREADS = whole_number("CHAT_SERVER_THREADS", 100, least=2)
+# CHAT_SERVER_THREADS, gunicorn's threads per worker, is read by limits.py each time a
+# websocket arrives: gunicorn.conf.py's hook sets it after the app is loaded.
