@@ -4,7 +4,7 @@ the folder beside it) and a package app with a factory (my-project/myapp/, the f
 inside the package). Each is run as its owner would, with `flask run`, and chatted
 through in Chromium; its copy of the chat's smoke tests (hardened/test_smoke.py) passes
 there, beside the host's own tests. No wheel is needed for any of it; what a wheel needs,
-the README's package-data, is checked too.
+the package data docs/mounting.md gives, is checked too.
 """
 import os
 import pathlib
@@ -22,6 +22,9 @@ SECTION = (ROOT / "README.md").read_text(encoding="utf-8").split(
     "### Add the hardened chat to your own app")[1].split("\n## ")[0]
 BLOCKS = re.findall(r"^```(\w+)\n(.*?)^```$", SECTION, re.MULTILINE | re.DOTALL)
 PROJECTS = ("my-app", "my-project")  # the folders the README copies into
+# The lines docs/mounting.md gives a package app's pyproject.toml, to take the page along.
+PACKAGE_DATA = re.search(r"^```toml\n(.*?)^```$", (ROOT / "docs" / "mounting.md").read_text(
+    encoding="utf-8"), re.MULTILINE | re.DOTALL)[1]
 TIMEOUT = 60  # seconds a server may take to start, or a pytest run to finish
 RUNNING_ON = re.compile(r"Running on (http://127\.0\.0\.1:\d+)")
 # A host's own tests, beside its app.py: a module named app, as the chat's steps have one.
@@ -88,8 +91,9 @@ def pytest_in(folder, *args):
     return result.stdout
 
 
-def test_the_readme_shows_both_layouts_and_a_wheels_package_data():
-    assert [language for language, _ in BLOCKS] == ["sh", "python", "sh", "python", "toml"]
+def test_the_readme_shows_both_layouts_and_mounting_md_a_wheels_package_data():
+    assert [language for language, _ in BLOCKS] == ["sh", "python", "sh", "python"]
+    assert '"myapp.hardened" = ["chat.html"]' in PACKAGE_DATA
     assert 'app.register_blueprint(hardened.bp, url_prefix="/chat")' in BLOCKS[1][1]
     assert "from . import hardened" in BLOCKS[3][1] and "def create_app" in BLOCKS[3][1]
 
@@ -130,15 +134,15 @@ def test_the_chats_smoke_tests_pass_in_a_hosts_project_beside_its_own(tmp_path):
     assert re.search(r"\b5 passed\b", said), said
 
 
-def test_a_wheel_of_a_package_app_takes_the_page_with_the_readmes_package_data(tmp_path):
+def test_a_wheel_of_a_package_app_takes_the_page_with_the_documented_package_data(tmp_path):
     """What setuptools puts in a wheel, it first builds in build/lib: the page is there
-    with the README's lines, and only with them."""
+    with the lines docs/mounting.md gives, and only with them."""
     pytest.importorskip("setuptools")
     _, package_app = layouts(tmp_path)
     project = '[project]\nname = "myapp"\nversion = "1"\n\n[tool.setuptools]\npackages = [' \
         '"myapp", "myapp.hardened", "myapp.hardened.safeguards"]\n\n'
     built = {}
-    for package_data in ("", BLOCKS[4][1]):
+    for package_data in ("", PACKAGE_DATA):
         (package_app / "pyproject.toml").write_text(project + package_data)
         subprocess.run([sys.executable, "-c", "import setuptools; setuptools.setup()", "-q",
                         "build_py", "--build-lib", "built"], cwd=package_app, check=True,
