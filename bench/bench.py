@@ -152,6 +152,7 @@ CARD_RUN = [sys.executable, "-m", "flask", "run", "--host", "127.0.0.1", "--port
 # would.
 HARDENED_RUN = ("import sys; from hardened.safeguards import limits; "
                 "limits.CONNECTIONS_PER_ADDRESS = limits.MESSAGES_BURST = 10**9; "
+                "limits.CONNECTS_BURST = 10**9; "
                 "limits.READ_BYTES_BURST = 10**12; "
                 "from flask.cli import main; sys.argv[0] = 'flask'; main()")
 

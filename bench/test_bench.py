@@ -89,6 +89,19 @@ def test_the_command_that_starts_the_hardened_chat_finds_the_modules_it_patches(
     assert result.returncode == 0, result.stderr
 
 
+
+def test_the_hardened_chat_is_started_with_every_address_wide_allowance_lifted():
+    """Every bench client comes from 127.0.0.1: an allowance of one address's that the
+    command leaves in place refuses most of them. The connection rate (CONNECTS_BURST),
+    added later and not lifted, left 148 of 250 idle clients out of a quick run."""
+    from hardened.safeguards import limits
+    address_wide = [name for name in vars(limits) if name.endswith("_BURST")
+                    and not name.startswith("SHARE_")]  # a connection's share: its own
+    assert "CONNECTS_BURST" in address_wide
+    for name in [*address_wide, "CONNECTIONS_PER_ADDRESS"]:
+        assert f"limits.{name} = " in bench.HARDENED_RUN, f"bench.py leaves limits.{name}"
+
+
 def test_the_cards_chat_starts_under_flask_run_and_relays():
     """`flask run` in the project's folder, as a learner types it, finds app.py."""
     from websockets.sync.client import connect
